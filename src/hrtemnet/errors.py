@@ -1,0 +1,5 @@
+"""User-facing errors: the CLI turns these into one line and exit code 2."""
+
+
+class UserError(Exception):
+    """Bad input or parameters that the user can fix; the message says what and how."""
