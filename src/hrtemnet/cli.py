@@ -21,8 +21,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_show_locals=False,
 )
-console = Console()
-err_console = Console(stderr=True)
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 
 def command(*args, **kwargs):
@@ -53,3 +53,88 @@ def existing_path(path: Path, what: str) -> Path:
     if not path.exists():
         raise UserError(f"{what} {path} does not exist")
     return path
+
+
+# --- simulation -------------------------------------------------------------------------------------------
+
+
+@command("simulate-series")
+def simulate_series_command(
+    structure: Path = typer.Argument(..., help="Structure file ASE can read, with a cell (extxyz, cif, traj, ...)."),
+    out: Path = typer.Option(..., "-o", "--out", help="Output .npy file: float32 array (n_defocus, H, W)."),
+    defocus: str = typer.Option("-30,20,70", help="Defocus values in Å, increasing; positive = underfocus."),
+    cs_um: float = typer.Option(14.29, "--cs-um", help="Spherical aberration Cs in µm."),
+    astigmatism_A: float = typer.Option(34.27, "--astigmatism-A", help="Two-fold astigmatism magnitude in Å."),
+    astigmatism_angle_rad: float = typer.Option(0.0, "--astigmatism-angle-rad", help="Astigmatism angle (rad)."),
+    focal_spread_A: float = typer.Option(30.0, "--focal-spread-A", help="Focal spread (1/e width) in Å."),
+    energy_eV: float = typer.Option(50000.0, "--energy-eV", help="Beam energy in eV."),
+    sampling: float = typer.Option(0.15, help="Output pixel size in Å/px."),
+    phonons: int = typer.Option(0, help="Frozen-phonon configurations (0 = static lattice)."),
+    vibrations: Path | None = typer.Option(None, help="Vibration table JSON (default: the shipped table)."),
+    no_noise: bool = typer.Option(False, "--no-noise", help="Write noise-free intensities."),
+    dose: float | None = typer.Option(None, help="Dose in e/Å² for Poisson noise (default: noise-free)."),
+    seed: int = typer.Option(0, help="Seed for phonons and noise."),
+):
+    """Simulate one focal series of your own structure, e.g. to compare with an experiment."""
+    import numpy as np
+
+    from hrtemnet.structures import read_structure
+    from hrtemnet.simulation import (NoiseConfig, OpticsParams, SimulationConfig, add_imaging_noise,
+                                     simulate_focal_series)
+
+    if no_noise and dose is not None:
+        raise UserError("--no-noise and --dose contradict each other; give one of them")
+    if dose is not None and not dose > 0:
+        raise UserError(f"--dose must be a positive number of electrons per Å² (got {dose})")
+    if out.suffix != ".npy":
+        raise UserError(f"output {out} must end in .npy")
+    atoms = read_structure(structure)
+    optics = OpticsParams(defocus_A=tuple(parse_float_list(defocus, "--defocus")), cs_A=cs_um * 1e4,
+                          astigmatism_A=astigmatism_A, astigmatism_angle_rad=astigmatism_angle_rad,
+                          focal_spread_A=focal_spread_A, energy_eV=energy_eV)
+    config = SimulationConfig(sampling_A=sampling, num_phonons=phonons)
+    table = None
+    if phonons > 0:
+        from hrtemnet.vibrations import load_vibration_table
+
+        table = load_vibration_table(vibrations)
+    images = simulate_focal_series(atoms, optics, config, seed=seed, vibration_table=table)
+    if dose is not None:
+        rng = np.random.default_rng(seed)
+        images, _ = add_imaging_noise(images, sampling, rng, NoiseConfig(dose_e_per_A2=dose))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.save(out, images)
+    console.print(f"wrote {out}: {images.shape[0]} images of {images.shape[1]}x{images.shape[2]} px at "
+                  f"{sampling} Å/px ({'noise-free' if dose is None else f'dose {dose:g} e/Å²'})")
+
+
+@command("simulate")
+def simulate_command(
+    out: Path = typer.Argument(..., help="Output zarr store (created, or resumed if it exists)."),
+    n: int = typer.Option(..., "--n", help="Number of focal series."),
+    seed: int = typer.Option(0, help="Dataset seed; sample i uses a seed derived from (seed, i)."),
+    config: Path | None = typer.Option(None, help="JSON config with sections structure/optics/simulation."),
+    workers: int | None = typer.Option(None, help="Local worker processes (default: all cores; 0 = in-process)."),
+    scheduler: str | None = typer.Option(None, help="Address of a running dask scheduler, tcp://HOST:PORT."),
+    phonons: int | None = typer.Option(None, help="Frozen-phonon configurations per sample (overrides config)."),
+    vibrations: Path | None = typer.Option(None, help="Vibration table JSON (default: the shipped table)."),
+):
+    """Simulate a training/validation dataset of noise-free focal series with exact labels."""
+    from hrtemnet.dataset import load_config, simulate_dataset
+
+    dataset_config = load_config(config)
+    if phonons is not None:
+        if phonons < 0:
+            raise UserError("--phonons must be 0 or more")
+        dataset_config.simulation.num_phonons = phonons
+    if vibrations is not None:
+        dataset_config.vibrations_file = str(existing_path(vibrations, "vibration table"))
+    if workers is not None and workers < 0:
+        raise UserError("--workers must be 0 or more")
+    summary = simulate_dataset(out, n, seed, dataset_config, workers=workers, scheduler=scheduler)
+    if summary["simulated"] == 0:
+        console.print(f"{out}: all {n} series already present; nothing to do")
+    else:
+        rate = summary["simulated"] / summary["seconds"]
+        console.print(f"{out}: simulated {summary['simulated']} series in {summary['seconds']:.1f} s "
+                      f"({rate:.2f} series/s; {summary['already_done']} were already present)")

@@ -1,0 +1,289 @@
+"""Simulated datasets in a zarr store: one dask task per sample, resumable, same data for any worker count.
+
+Store layout (`format = hrtemnet-series-v1`):
+  images  (N, D, H, W) float32  noise-free focal series, [row, col], vacuum intensity ≈ 1
+  columns (N, M, 3)    float32  ground truth x_A, y_A, class index (NaN rows = padding)
+  params  (N, P)       float64  every drawn parameter (names in attrs["param_names"]);
+                                written last: a non-NaN first entry (sample_seed) marks a finished sample.
+Each sample owns one chunk of each array, so parallel tasks never write the same chunk and an
+interrupted run loses nothing already written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+
+from hrtemnet.columns import Columns
+from hrtemnet.errors import UserError
+from hrtemnet.progress import progress_bar
+from hrtemnet.simulation import OpticsRanges, SimulationConfig, output_shape, simulate_focal_series
+from hrtemnet.structures import StructureConfig, random_structure
+
+STORE_FORMAT = "hrtemnet-series-v1"
+STRUCTURE_PARAM_NAMES = ("structure_kind", "rotation_rad", "flake_radius_A", "single_s_vacancy_rate",
+                         "mo_vacancy_rate", "substrate_graphene", "graphene_rotation_rad", "num_atoms")
+OPTICS_PARAM_NAMES = ("cs_A", "astigmatism_A", "astigmatism_angle_rad", "focal_spread_A", "energy_eV")
+COLUMN_AREA_A2 = 4.3  # area per column in MoS2 (2 columns per 8.65 Å² cell), to size the column table
+
+
+@dataclass
+class DatasetConfig:
+    """Everything that defines a dataset besides its size and seed."""
+
+    structure: StructureConfig = field(default_factory=StructureConfig)
+    optics: OpticsRanges = field(default_factory=OpticsRanges)
+    simulation: SimulationConfig = field(default_factory=SimulationConfig)
+    vibrations_file: str | None = None  # None: the table shipped with the package
+    image_dtype: str = "float32"
+
+    @classmethod
+    def from_dict(cls, data: dict) -> DatasetConfig:
+        sections = {"structure": StructureConfig, "optics": OpticsRanges, "simulation": SimulationConfig}
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise UserError(f"unknown config section(s) {', '.join(sorted(unknown))}; "
+                            f"known: {', '.join(sorted(known))}")
+        kwargs = {}
+        for name, value in data.items():
+            if name in sections:
+                section_fields = {f.name for f in fields(sections[name])}
+                bad = set(value) - section_fields
+                if bad:
+                    raise UserError(f"unknown field(s) {', '.join(sorted(bad))} in config section {name!r}; "
+                                    f"known: {', '.join(sorted(section_fields))}")
+                converted = {k: tuple(v) if isinstance(v, list) else v for k, v in value.items()}
+                kwargs[name] = sections[name](**converted)
+            else:
+                kwargs[name] = value
+        config = cls(**kwargs)
+        config.simulation.validate()
+        if config.image_dtype not in ("float32", "float16"):
+            raise UserError("image_dtype must be float32 or float16")
+        return config
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @property
+    def param_names(self) -> tuple[str, ...]:
+        defocus = tuple(f"defocus_{i}_A" for i in range(self.optics.num_defocus))
+        return ("sample_seed",) + STRUCTURE_PARAM_NAMES + defocus + OPTICS_PARAM_NAMES + ("num_columns",)
+
+    def image_shape(self) -> tuple[int, int]:
+        width, height = self.structure.field_of_view_A
+        return int(round(height / self.simulation.sampling_A)), int(round(width / self.simulation.sampling_A))
+
+    def max_columns(self) -> int:
+        width, height = self.structure.field_of_view_A
+        return int(width * height / COLUMN_AREA_A2 * 1.3) + 16
+
+
+def load_config(path: str | Path | None) -> DatasetConfig:
+    if path is None:
+        return DatasetConfig()
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"config file {path} does not exist") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise UserError(f"config file {path} is not valid JSON ({error})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"config file {path} must hold a JSON object with sections structure/optics/simulation")
+    try:
+        return DatasetConfig.from_dict(data)
+    except (TypeError, ValueError) as error:
+        raise UserError(f"config file {path}: {error}") from None
+
+
+def sample_seed(seed: int, index: int) -> int:
+    """Independent seed of sample `index`: the same for any worker count or order of execution."""
+    return int(np.random.SeedSequence([seed, index]).generate_state(1, dtype=np.uint32)[0])
+
+
+def simulate_sample(config: DatasetConfig, seed: int, index: int, vibration_table=None):
+    """One sample: (images (D, H, W), columns (n, 3) x/y/class, params vector in config.param_names order)."""
+    this_seed = sample_seed(seed, index)
+    rng = np.random.default_rng(this_seed)
+    structure = random_structure(rng, config.structure)
+    optics = config.optics.draw(rng)
+    images = simulate_focal_series(structure.atoms, optics, config.simulation, seed=int(rng.integers(2**31)),
+                                   vibration_table=vibration_table)
+    columns = structure.columns
+    values = {"sample_seed": this_seed, **structure.params, "num_columns": len(columns)}
+    values.update({f"defocus_{i}_A": d for i, d in enumerate(optics.defocus_A)})
+    values.update({name: getattr(optics, name) for name in OPTICS_PARAM_NAMES})
+    params = np.array([values[name] for name in config.param_names], dtype=np.float64)
+    table = np.concatenate([columns.xy_A, columns.class_index[:, None]], axis=1).astype(np.float32)
+    return images, table, params
+
+
+def create_store(path: str | Path, config: DatasetConfig, n: int, seed: int):
+    """Create an empty store (or open a matching one to resume). Returns the zarr group."""
+    import zarr
+
+    path = Path(path)
+    height, width = config.image_shape()
+    attrs = {"format": STORE_FORMAT, "n": n, "seed": seed, "sampling_A": config.simulation.sampling_A,
+             "image_shape": [height, width], "config": json.loads(json.dumps(config.to_dict())),
+             "param_names": list(config.param_names)}
+    if path.exists():
+        group = open_group(path, mode="r+")
+        old = dict(group.attrs)
+        for key in ("n", "seed", "config"):
+            if old.get(key) != attrs[key]:
+                raise UserError(f"{path} already holds a dataset with a different {key} "
+                                f"({old.get(key) if key != 'config' else 'config'}); "
+                                "choose another output path or the same settings to resume")
+        return group
+    group = zarr.open_group(str(path), mode="w")
+    group.attrs.update(attrs)
+    depth = config.optics.num_defocus
+    group.create_array("images", shape=(n, depth, height, width), chunks=(1, depth, height, width),
+                       dtype=config.image_dtype, fill_value=0)
+    group.create_array("columns", shape=(n, config.max_columns(), 3), chunks=(1, config.max_columns(), 3),
+                       dtype="float32", fill_value=np.nan)
+    group.create_array("params", shape=(n, len(config.param_names)), chunks=(1, len(config.param_names)),
+                       dtype="float64", fill_value=np.nan)
+    return group
+
+
+def open_group(path: str | Path, mode: str = "r"):
+    import zarr
+
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path} does not exist; create a dataset with `hrtemnet simulate {path} --n N`")
+    try:
+        group = zarr.open_group(str(path), mode=mode)
+        if group.attrs.get("format") != STORE_FORMAT:
+            raise ValueError
+    except Exception:
+        raise UserError(f"{path} is not an hrtemnet dataset (a zarr store written by `hrtemnet simulate`)") from None
+    return group
+
+
+def write_sample(path: str | Path, index: int, images: np.ndarray, table: np.ndarray, params: np.ndarray) -> None:
+    group = open_group(path, mode="r+")
+    max_columns = group["columns"].shape[1]
+    if len(table) > max_columns:
+        raise RuntimeError(f"sample {index} has {len(table)} columns, more than the store's {max_columns}")
+    padded = np.full((max_columns, 3), np.nan, dtype=np.float32)
+    padded[: len(table)] = table
+    group["images"][index] = images.astype(group["images"].dtype)
+    group["columns"][index] = padded
+    group["params"][index] = params  # last: marks the sample as complete
+
+
+def _simulate_and_write(path: str, config_dict: dict, seed: int, index: int) -> int:
+    """The dask task: simulate sample `index` and write it into its own chunks."""
+    config = DatasetConfig.from_dict(config_dict)
+    table = None
+    if config.simulation.num_phonons > 0:
+        from hrtemnet.vibrations import load_vibration_table
+
+        table = load_vibration_table(config.vibrations_file)
+    images, columns, params = simulate_sample(config, seed, index, table)
+    write_sample(path, index, images, columns, params)
+    return index
+
+
+def missing_indices(path: str | Path) -> np.ndarray:
+    group = open_group(path)
+    return np.flatnonzero(np.isnan(group["params"][:, 0]))
+
+
+def simulate_dataset(path: str | Path, n: int, seed: int, config: DatasetConfig | None = None,
+                     workers: int | None = None, scheduler: str | None = None, progress: bool = True) -> dict:
+    """Simulate `n` samples into the store at `path`, filling in only what is missing.
+
+    workers=0 runs in this process (no dask); otherwise a LocalCluster of `workers` single-threaded
+    processes, or the cluster at `scheduler` (tcp://host:port). Returns a summary with throughput.
+    """
+    config = config or DatasetConfig()
+    if n < 1:
+        raise UserError("--n must be at least 1")
+    if config.vibrations_file is not None and not Path(config.vibrations_file).is_file():
+        raise UserError(f"vibration table {config.vibrations_file} does not exist")
+    create_store(path, config, n, seed)
+    todo = [int(i) for i in missing_indices(path)]
+    summary = {"path": str(path), "n": n, "already_done": n - len(todo), "simulated": 0, "seconds": 0.0}
+    if not todo:
+        return summary
+    config_dict = config.to_dict()
+    start = time.perf_counter()
+    with progress_bar("series", progress) as bar:
+        task = bar.add_task("simulating", total=n, completed=n - len(todo))
+        if scheduler is None and workers == 0:
+            for index in todo:
+                _simulate_and_write(str(path), config_dict, seed, index)
+                bar.advance(task)
+        else:
+            from dask.distributed import Client, LocalCluster, as_completed
+
+            if scheduler:
+                cluster, client = None, Client(scheduler)
+            else:
+                workers = workers or os.cpu_count() or 1
+                cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                       dashboard_address=None, silence_logs=40)
+                client = Client(cluster)
+            try:
+                futures = client.map(_simulate_and_write, [str(path)] * len(todo), [config_dict] * len(todo),
+                                     [seed] * len(todo), todo, pure=False)
+                for future in as_completed(futures):
+                    future.result()  # re-raises a failed task here
+                    bar.advance(task)
+            finally:
+                client.close()
+                if cluster is not None:
+                    cluster.close()
+    summary["simulated"] = len(todo)
+    summary["seconds"] = time.perf_counter() - start
+    return summary
+
+
+class SeriesStore:
+    """Read access by index to a dataset written by `simulate_dataset`."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.group = open_group(self.path)
+        self.sampling_A = float(self.group.attrs["sampling_A"])
+        self.image_shape = tuple(self.group.attrs["image_shape"])
+        self.param_names = list(self.group.attrs["param_names"])
+        self.config = dict(self.group.attrs["config"])
+        self.seed = int(self.group.attrs["seed"])
+
+    def __len__(self) -> int:
+        return self.group["images"].shape[0]
+
+    def _check(self, index: int) -> int:
+        if not 0 <= index < len(self):
+            raise IndexError(f"sample {index} is outside 0..{len(self) - 1}")
+        return index
+
+    def read_images(self, index: int) -> np.ndarray:
+        return np.asarray(self.group["images"][self._check(index)], dtype=np.float32)
+
+    def read_columns(self, index: int) -> Columns:
+        table = self.group["columns"][self._check(index)]
+        table = table[~np.isnan(table[:, 0])]
+        return Columns(table[:, :2], table[:, 2].astype(np.int64))
+
+    def read_params(self, index: int) -> dict[str, float]:
+        return dict(zip(self.param_names, self.group["params"][self._check(index)].tolist(), strict=True))
+
+    def completed(self) -> np.ndarray:
+        return ~np.isnan(self.group["params"][:, 0])
+
+
+def open_store(path: str | Path) -> SeriesStore:
+    return SeriesStore(path)

@@ -1,0 +1,492 @@
+"""`hrtemnet evaluate`: models against a simulated validation set, with the paper's figures.
+
+Every model sees the same noisy series: noise for image i is drawn from `rng([seed, i])`, so
+results do not depend on `--limit` or on which models are compared. Outputs in `out_dir`:
+`per_image.csv`, `f1_histograms.png` (per-image F1 by substrate, the seed's Figure 2),
+`example_series.png` (predicted columns over one focal series, Figure 1), `confusion_matrices.png`,
+`f1_vs_dose.png` (a separate sweep over fixed doses on the first images), `summary.json` and
+`report.md` linking them.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from itertools import combinations
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import ndimage, stats
+
+from hrtemnet.columns import CLASS_NAMES, Columns
+from hrtemnet.metrics import (
+    BORDER_A,
+    CONFUSION_LABELS,
+    MATCH_RADIUS_A,
+    ImageScore,
+    match_image,
+    mean_f1,
+    total_score,
+)
+from hrtemnet.peaks import PeakConfig, extract_columns
+
+# Okabe & Ito (2008) colour-blind-safe palette.
+OKABE_ITO = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000")
+CLASS_COLOURS = {"Mo": "#56B4E9", "S2": "#E69F00", "S": "#CC79A7"}  # bright enough on grey images
+SUBSTRATES = ("bare", "graphene")
+
+
+@dataclass
+class EvaluationConfig:
+    dose_e_per_A2: float | None = None  # fixed dose; None draws it per image as in training
+    limit: int | None = None  # first N images of the store
+    seed: int = 0
+    match_radius_A: float = MATCH_RADIUS_A
+    border_A: float = BORDER_A
+    # F1 against dose: every model on the first `dose_sweep_images` images at each of these doses.
+    dose_sweep_e_per_A2: tuple[float, ...] = (3e3, 1e4, 3e4, 1e5)
+    dose_sweep_images: int = 20
+    example_index: int = 0  # the series shown in the Figure 1-style plot
+    progress: bool = True
+
+
+@dataclass
+class EvaluationResult:
+    model_names: list[str]
+    rows: list[dict[str, Any]]  # one per (image, model), as written to per_image.csv
+    scores: dict[str, list[ImageScore]]  # per model, in image order
+    substrates: list[str]  # per image
+    dose_sweep: dict[str, dict[float, list[ImageScore]]]  # model -> dose -> per-image scores
+    files: dict[str, Path] = field(default_factory=dict)
+
+    def summary(self) -> list[dict[str, Any]]:
+        """One record per model: mean per-image F1 (overall and by substrate) and pooled scores."""
+        records = []
+        for name in self.model_names:
+            scores = self.scores[name]
+            f1 = np.array([s.f1 for s in scores])
+            pooled = total_score(scores)
+            record = {"model": name, "images": len(scores), "mean_f1": mean_f1(scores)}
+            record["sem_f1"] = float(stats.sem(f1)) if len(f1) > 1 else float("nan")
+            record["median_f1"] = float(np.median(f1)) if len(f1) else float("nan")
+            for substrate in SUBSTRATES:
+                record[f"mean_f1_{substrate}"] = mean_f1(
+                    s for s, sub in zip(scores, self.substrates, strict=True) if sub == substrate
+                )
+            record["mean_position_f1"] = float(np.mean([s.position_f1 for s in scores])) if scores else np.nan
+            record |= {f"pooled_f1_{c}": s.f1 for c, s in pooled.per_class.items()}
+            record["rms_error_A"] = pooled.rms_error_A
+            records.append(record)
+        return records
+
+    def comparisons(self) -> list[dict[str, Any]]:
+        """Paired per-image comparison of each pair of models (Wilcoxon signed-rank test)."""
+        records = []
+        for a, b in combinations(self.model_names, 2):
+            fa = np.array([s.f1 for s in self.scores[a]])
+            fb = np.array([s.f1 for s in self.scores[b]])
+            differs = fa != fb
+            p_value = float(stats.wilcoxon(fa[differs], fb[differs]).pvalue) if differs.sum() >= 2 else np.nan
+            records.append(
+                {
+                    "a": a,
+                    "b": b,
+                    "mean_difference": float(np.mean(fa - fb)) if len(fa) else np.nan,
+                    "a_better": int(np.sum(fa > fb)),
+                    "b_better": int(np.sum(fb > fa)),
+                    "ties": int(np.sum(~differs)),
+                    "wilcoxon_p": p_value,
+                }
+            )
+        return records
+
+
+def resample_series(series: np.ndarray, from_sampling_A: float, to_sampling_A: float) -> np.ndarray:
+    """Series at another sampling, keeping pixel (row, col) at (x, y) = (col * s, row * s)."""
+    if np.isclose(from_sampling_A, to_sampling_A, rtol=1e-6):
+        return series
+    ratio = to_sampling_A / from_sampling_A  # input pixels per output pixel
+    shape = tuple(int(np.floor((n - 1) / ratio)) + 1 for n in series.shape[1:])
+    return np.stack(
+        [ndimage.affine_transform(image, [ratio, ratio], output_shape=shape, order=1) for image in series]
+    )
+
+
+def run_evaluation(dataset: Path, model_specs: Sequence[str], out_dir: Path, config: EvaluationConfig):
+    """Open the store, load the models and evaluate them; the entry point of `hrtemnet evaluate`."""
+    from hrtemnet.dataset import open_store
+    from hrtemnet.models import load_model
+
+    store = open_store(dataset)
+    models = [load_model(spec) for spec in model_specs]
+    return evaluate_models(store, models, out_dir, config)
+
+
+def evaluate_models(
+    store, models: Sequence[Any], out_dir: Path, config: EvaluationConfig
+) -> EvaluationResult:
+    """Evaluate loaded models (see `hrtemnet.models.LoadedModel`) on a `SeriesStore`; write all outputs."""
+    from hrtemnet.progress import progress_bar
+
+    names = _unique_names([model.name for model in models])
+    n_images = len(store) if config.limit is None else min(config.limit, len(store))
+    if n_images == 0 or not models:
+        from hrtemnet.errors import UserError
+
+        raise UserError("nothing to evaluate: the dataset has no images or no model was given")
+    height, width = store.image_shape
+    image_size_A = (width * store.sampling_A, height * store.sampling_A)
+    n_sweep = min(config.dose_sweep_images, n_images) if config.dose_sweep_e_per_A2 else 0
+
+    scores: dict[str, list[ImageScore]] = {name: [] for name in names}
+    sweep: dict[str, dict[float, list[ImageScore]]] = {
+        n: {d: [] for d in config.dose_sweep_e_per_A2} for n in names
+    }
+    rows, substrates, example = [], [], None
+    with progress_bar("images", config.progress) as progress:
+        task = progress.add_task("evaluating", total=n_images)
+        sweep_task = progress.add_task("dose sweep", total=n_sweep * len(config.dose_sweep_e_per_A2))
+        for index in range(n_images):
+            clean, truth, params = (
+                store.read_images(index),
+                store.read_columns(index),
+                store.read_params(index),
+            )
+            substrate = SUBSTRATES[int(params.get("substrate_graphene", 0) > 0.5)]
+            substrates.append(substrate)
+            series, dose = _noisy(clean, store.sampling_A, config.dose_e_per_A2, config.seed, index)
+            predictions = {}
+            for name, model in zip(names, models, strict=True):
+                predictions[name] = _predict_columns(model, series, store.sampling_A)
+                match = match_image(
+                    truth, predictions[name], image_size_A, config.match_radius_A, config.border_A
+                )
+                scores[name].append(match.score())
+                rows.append(
+                    {"image_index": index, "substrate": substrate, "dose_e_per_A2": dose, "model": name}
+                    | scores[name][-1].as_row()
+                )
+            if index == config.example_index or example is None:
+                example = (index, series, truth, predictions, params)
+            progress.advance(task)
+        for index in range(n_sweep):
+            clean, truth = store.read_images(index), store.read_columns(index)
+            for dose in config.dose_sweep_e_per_A2:
+                series, _ = _noisy(clean, store.sampling_A, dose, config.seed, index)
+                for name, model in zip(names, models, strict=True):
+                    predicted = _predict_columns(model, series, store.sampling_A)
+                    sweep[name][dose].append(
+                        match_image(
+                            truth, predicted, image_size_A, config.match_radius_A, config.border_A
+                        ).score()
+                    )
+                progress.advance(sweep_task)
+
+    result = EvaluationResult(names, rows, scores, substrates, sweep)
+    write_outputs(result, example, models, store, image_size_A, out_dir, config)
+    return result
+
+
+def _unique_names(names: list[str]) -> list[str]:
+    """Model names as given, numbered where two are the same."""
+    return [f"{n} ({i + 1})" if names.count(n) > 1 else n for i, n in enumerate(names)]
+
+
+def _noisy(clean: np.ndarray, sampling_A: float, dose: float | None, seed: int, index: int):
+    """Noisy series and its dose; the noise of image `index` depends only on the seed and index."""
+    from hrtemnet.simulation import NoiseConfig, add_imaging_noise
+
+    rng = np.random.default_rng([seed, index])
+    return add_imaging_noise(clean, sampling_A, rng, NoiseConfig(dose_e_per_A2=dose))
+
+
+def _predict_columns(model, series: np.ndarray, sampling_A: float) -> Columns:
+    from hrtemnet.prediction import predict_probabilities
+
+    series = resample_series(series, sampling_A, model.sampling_A)
+    probabilities = predict_probabilities(model, series)
+    return extract_columns(probabilities, model.sampling_A, PeakConfig(**(model.peak_params or {})))
+
+
+# ---- outputs ------------------------------------------------------------------------------------
+
+
+def write_outputs(result: EvaluationResult, example, models, store, image_size_A, out_dir: Path, config):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = result.files
+    files["table"] = _write_table(out_dir / "per_image.csv", result.rows)
+    files["histograms"] = plot_f1_histograms(result, out_dir / "f1_histograms.png")
+    files["example"] = plot_example_series(
+        example, result.model_names, store.sampling_A, image_size_A, config, out_dir / "example_series.png"
+    )
+    files["confusion"] = plot_confusion_matrices(result, out_dir / "confusion_matrices.png")
+    if any(result.dose_sweep[name][dose] for name in result.model_names for dose in result.dose_sweep[name]):
+        files["dose"] = plot_f1_vs_dose(result, out_dir / "f1_vs_dose.png")
+    summary = {
+        "settings": {k: v for k, v in asdict(config).items() if k != "progress"},
+        "models": [
+            {"name": n, "sampling_A": m.sampling_A, "peak_params": m.peak_params}
+            for n, m in zip(result.model_names, models, strict=True)
+        ],
+        "summary": result.summary(),
+        "comparisons": result.comparisons(),
+    }
+    files["summary"] = out_dir / "summary.json"
+    files["summary"].write_text(json.dumps(summary, indent=2, default=float, allow_nan=True) + "\n")
+    files["report"] = write_report(result, summary, out_dir / "report.md")
+
+
+def _write_table(path: Path, rows: list[dict[str, Any]]) -> Path:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: f"{v:.6g}" if isinstance(v, float) else v for k, v in row.items()})
+    return path
+
+
+def plot_f1_histograms(result: EvaluationResult, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    all_f1 = np.array([s.f1 for name in result.model_names for s in result.scores[name]])
+    low = min(0.9, np.floor(np.nanmin(all_f1) * 20) / 20)  # 0.05 steps, at least [0.9, 1]
+    bins = np.linspace(low, 1.0, 26)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True, constrained_layout=True)
+    for ax, substrate in zip(axes, SUBSTRATES, strict=True):
+        on_substrate = np.array(result.substrates) == substrate
+        for colour, name in zip(OKABE_ITO, result.model_names, strict=False):
+            f1 = np.array([s.f1 for s in result.scores[name]])[on_substrate]
+            if len(f1) == 0:
+                continue
+            label = f"{name}: mean {np.mean(f1):.3f} (n={len(f1)})"
+            ax.hist(f1, bins=bins, color=colour, alpha=0.3)
+            ax.hist(f1, bins=bins, color=colour, histtype="step", linewidth=1.8, label=label)
+        ax.set_title(f"MoS$_2$ {'on graphene' if substrate == 'graphene' else 'bare'}")
+        ax.set_xlabel("per-image F1 (species-aware)")
+        if not on_substrate.any():
+            ax.text(0.5, 0.5, "no images", transform=ax.transAxes, ha="center", va="center")
+        else:
+            ax.legend(loc="upper left", fontsize=8, frameon=False)
+    axes[0].set_ylabel("number of images")
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+    return path
+
+
+def plot_example_series(example, names, sampling_A, image_size_A, config, path: Path) -> Path:
+    """Predicted columns of every model over the three images of one series; errors marked."""
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Rectangle
+
+    index, series, truth, predictions, params = example
+    n_images = series.shape[0]
+    extent = (
+        -sampling_A / 2,
+        (series.shape[2] - 0.5) * sampling_A,
+        (series.shape[1] - 0.5) * sampling_A,
+        -sampling_A / 2,
+    )
+    fig, axes = plt.subplots(
+        len(names),
+        n_images,
+        figsize=(3.3 * n_images, 3.3 * len(names) + 0.7),
+        squeeze=False,
+        constrained_layout=True,
+    )
+    for row, name in enumerate(names):
+        match = match_image(truth, predictions[name], image_size_A, config.match_radius_A, config.border_A)
+        correct, found = match.correct_pred(), match.found_truth()
+        score = match.score()
+        for col in range(n_images):
+            ax = axes[row, col]
+            ax.imshow(series[col], cmap="gray", extent=extent)
+            for c, class_name in enumerate(CLASS_NAMES):
+                colour = CLASS_COLOURS[class_name]
+                ok = match.pred.subset(correct & (match.pred.class_index == c)).xy_A
+                false = match.pred.subset(~correct & (match.pred.class_index == c)).xy_A
+                missed = match.truth.subset(~found & (match.truth.class_index == c)).xy_A
+                ax.scatter(*ok.T, s=9, color=colour, edgecolors="none")
+                ax.scatter(*false.T, s=30, marker="^", color=colour, edgecolors="black", linewidths=0.6)
+                ax.scatter(*missed.T, s=34, marker="X", color=colour, edgecolors="black", linewidths=0.6)
+            border = config.border_A
+            ax.add_patch(
+                Rectangle(
+                    (border, border),
+                    image_size_A[0] - 2 * border,
+                    image_size_A[1] - 2 * border,
+                    fill=False,
+                    linestyle="--",
+                    linewidth=0.8,
+                    edgecolor="white",
+                )
+            )
+            defocus = params.get(f"defocus_{col}_A")
+            ax.set_title(
+                f"image {col + 1}" + (f", defocus {defocus:.0f} Å" if defocus is not None else ""), fontsize=9
+            )
+            ax.set_xlabel("x (Å)")
+            if col == 0:
+                ax.set_ylabel(f"{name}\nF1 {score.f1:.3f}, {score.fp} false, {score.fn} missed\ny (Å)")
+    handles = [Line2D([], [], linestyle="", marker="o", color=CLASS_COLOURS[c], label=c) for c in CLASS_NAMES]
+    handles += [
+        Line2D([], [], linestyle="", marker="o", color="grey", label="correct"),
+        Line2D([], [], linestyle="", marker="^", color="grey", markeredgecolor="black", label="false column"),
+        Line2D(
+            [],
+            [],
+            linestyle="",
+            marker="X",
+            color="grey",
+            markeredgecolor="black",
+            label="missed (true class)",
+        ),
+        Line2D([], [], linestyle="--", color="black", label=f"scored area ({config.border_A:g} Å border)"),
+    ]
+    fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), fontsize=8, frameon=False)
+    fig.suptitle(f"Validation series {index}: predicted columns by class (markers: colour = class)")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_confusion_matrices(result: EvaluationResult, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    n = len(result.model_names)
+    fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 4.0), squeeze=False, constrained_layout=True)
+    for ax, name in zip(axes[0], result.model_names, strict=True):
+        counts = total_score(result.scores[name]).confusion
+        row_sums = counts.sum(axis=1, keepdims=True)
+        fraction = np.divide(counts, row_sums, out=np.zeros(counts.shape), where=row_sums > 0)
+        image = ax.imshow(fraction, cmap="cividis", vmin=0, vmax=1)
+        for (i, j), count in np.ndenumerate(counts):
+            if i == j == len(CLASS_NAMES):
+                continue  # "none" against "none" has no meaning
+            ax.text(
+                j,
+                i,
+                f"{count}",
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="black" if fraction[i, j] > 0.6 else "white",
+            )
+        ticks = np.arange(len(CONFUSION_LABELS))
+        ax.set_xticks(ticks, CONFUSION_LABELS)
+        ax.set_yticks(ticks, CONFUSION_LABELS)
+        ax.set_xlabel("predicted class (none = missed)")
+        ax.set_ylabel("true class (none = false column)")
+        ax.set_title(name)
+    fig.colorbar(image, ax=axes[0].tolist(), label="fraction of the true row", shrink=0.8)
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+    return path
+
+
+def plot_f1_vs_dose(result: EvaluationResult, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
+    for colour, name in zip(OKABE_ITO, result.model_names, strict=False):
+        doses = sorted(result.dose_sweep[name])
+        for attribute, style, label in (
+            ("f1", "-o", "species-aware"),
+            ("position_f1", "--s", "position only"),
+        ):
+            values = [[getattr(s, attribute) for s in result.dose_sweep[name][d]] for d in doses]
+            means = [np.mean(v) for v in values]
+            errors = [stats.sem(v) if len(v) > 1 else 0.0 for v in values]
+            ax.errorbar(
+                doses,
+                means,
+                yerr=errors,
+                fmt=style,
+                color=colour,
+                capsize=3,
+                label=f"{name}, {label}",
+                markerfacecolor="white" if attribute == "position_f1" else colour,
+            )
+    n_images = len(next(iter(result.dose_sweep[result.model_names[0]].values())))
+    ax.set_xscale("log")
+    ax.set_xlabel("electron dose (e$^-$/Å$^2$)")
+    ax.set_ylabel(f"mean per-image F1 (± s.e.m., {n_images} images)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, frameon=False)
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+    return path
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def write_report(result: EvaluationResult, summary: dict, path: Path) -> Path:
+    settings = summary["settings"]
+    dose = settings["dose_e_per_A2"]
+    lines = [
+        "# hrtemnet evaluation",
+        "",
+        f"{len(result.substrates)} validation series ({result.substrates.count('bare')} bare, "
+        f"{result.substrates.count('graphene')} on graphene), dose "
+        + (f"{dose:g} e/Å²" if dose else "drawn per image, log-uniform in [1e4, 1e5] e/Å²")
+        + f", noise seed {settings['seed']}. "
+        f"Columns are matched one-to-one within {settings['match_radius_A']} Å "
+        f"(Hungarian); columns within {settings['border_A']} Å of the border are left out; "
+        "F1 = 2TP / (2TP + FP + FN) with TP = matched and same class.",
+        "",
+        "## Summary",
+        "",
+    ]
+    records = summary["summary"]
+    keys = list(records[0])
+    lines += ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    lines += ["| " + " | ".join(_fmt(r[k]) for k in keys) + " |" for r in records]
+    lines += ["", "mean_f1 is the mean of per-image F1; pooled_f1_* pool the counts over all images.", ""]
+    if summary["comparisons"]:
+        lines += ["## Paired comparison (same images, same noise)", ""]
+        keys = list(summary["comparisons"][0])
+        lines += ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+        lines += ["| " + " | ".join(_fmt(r[k]) for k in keys) + " |" for r in summary["comparisons"]]
+        lines.append("")
+    captions = {
+        "histograms": "Per-image F1 by substrate (cf. the seed's Figure 2)",
+        "example": "Predicted columns over one focal series (cf. Figure 1); triangles are false columns, "
+        "crosses missed columns in their true class colour",
+        "confusion": "Confusion matrices pooled over all images",
+        "dose": "F1 against electron dose",
+    }
+    lines += ["## Figures", ""]
+    for key, caption in captions.items():
+        if key in result.files:
+            lines += [f"### {caption}", "", f"![{caption}]({result.files[key].name})", ""]
+    lines += [
+        "## Data",
+        "",
+        f"- [per-image table]({result.files['table'].name})",
+        f"- [summary (JSON)]({result.files['summary'].name})",
+        "",
+    ]
+    path.write_text("\n".join(lines))
+    return path
+
+
+def summary_table(result: EvaluationResult):
+    """The summary as a rich table for the terminal."""
+    from rich.table import Table
+
+    table = Table(title="per-image F1 (mean)")
+    columns = ["model", "images", "mean_f1", "sem_f1", "mean_f1_bare", "mean_f1_graphene", "mean_position_f1"]
+    columns += [f"pooled_f1_{c}" for c in CLASS_NAMES] + ["rms_error_A"]
+    for column in columns:
+        table.add_column(column.replace("pooled_f1_", "F1 ").replace("_", " "), justify="right")
+    for record in result.summary():
+        table.add_row(*(_fmt(record[c]) for c in columns))
+    return table

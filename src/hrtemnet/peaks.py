@@ -1,0 +1,149 @@
+"""Atomic columns from the network output: peaks of the column probability, refined and classified.
+
+The network gives per-pixel probabilities `(NUM_LABELS, H, W)`: channel 0 background, 1 + i for
+class `CLASS_NAMES[i]`. A column is a local maximum of the foreground probability
+`1 - p(background)` above `threshold`, at least `min_distance_A` from a higher maximum. Its
+position is refined to sub-pixel precision by the centre of mass of its peak above half height
+(weights fall to zero at the edge of that region, so pixelisation biases it very little); its
+class is the one with the largest class probability summed over a disk of `class_radius_A`; its
+score is the peak height of `1 - p(background)`, so raising the threshold equals dropping columns
+with a lower score (`choose_peak_config` relies on this).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+from scipy import ndimage
+from skimage.feature import peak_local_max
+from skimage.morphology import disk
+from skimage.segmentation import watershed
+
+from hrtemnet.columns import BACKGROUND_LABEL, NUM_LABELS, Columns
+from hrtemnet.metrics import BORDER_A, MATCH_RADIUS_A, mean_f1, score_image
+
+# Thresholds tried by `choose_peak_config`.
+DEFAULT_THRESHOLDS: tuple[float, ...] = tuple(np.round(np.arange(0.1, 0.91, 0.05), 2))
+
+
+@dataclass
+class PeakConfig:
+    """How columns are read off the probability maps. Stored with each model (`peak_params`)."""
+
+    threshold: float = 0.5  # minimum peak height of 1 - p(background)
+    # Below the shortest column distance in projected MoS2 (Mo-S2, 1.83 Å), above label blob size.
+    min_distance_A: float = 1.2
+    class_radius_A: float = 0.45  # disk over which class probabilities are summed
+    refine_fraction: float = 0.5  # sub-pixel refinement uses the peak above this fraction of its height
+
+    def __post_init__(self):
+        if not 0.0 <= self.threshold < 1.0:
+            raise ValueError(f"threshold must be in [0, 1), got {self.threshold}")
+        if self.min_distance_A <= 0 or self.class_radius_A <= 0:
+            raise ValueError("min_distance_A and class_radius_A must be positive")
+        if not 0.0 < self.refine_fraction < 1.0:
+            raise ValueError(f"refine_fraction must be in (0, 1), got {self.refine_fraction}")
+
+
+def foreground_probability(probabilities: np.ndarray) -> np.ndarray:
+    """`1 - p(background)`: the probability that a pixel belongs to any column."""
+    return 1.0 - probabilities[BACKGROUND_LABEL]
+
+
+def extract_columns(
+    probabilities: np.ndarray, sampling_A: float, config: PeakConfig | None = None
+) -> Columns:
+    """Columns (positions in Å, class, score = peak height) from softmax probabilities `(4, H, W)`."""
+    config = config or PeakConfig()
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    if probabilities.ndim != 3 or probabilities.shape[0] != NUM_LABELS:
+        raise ValueError(f"probabilities must have shape ({NUM_LABELS}, H, W), got {probabilities.shape}")
+    foreground = foreground_probability(probabilities)
+    peaks = peak_local_max(
+        foreground,
+        min_distance=max(1, round(config.min_distance_A / sampling_A)),
+        threshold_abs=config.threshold,
+        exclude_border=False,  # border columns are the metric's business, not the detector's
+        p_norm=2,  # Euclidean distance, as the minimum distance is physical
+    )
+    if len(peaks) == 0:
+        return Columns.empty()
+    heights = foreground[tuple(peaks.T)]
+    rows_cols = _refine_peaks(foreground, peaks, heights, config.refine_fraction)
+    class_index = _classify_peaks(probabilities, peaks, config.class_radius_A / sampling_A)
+    return Columns(rows_cols[:, ::-1] * sampling_A, class_index, heights)
+
+
+def _refine_peaks(
+    foreground: np.ndarray, peaks: np.ndarray, heights: np.ndarray, refine_fraction: float
+) -> np.ndarray:
+    """Sub-pixel (row, col) of each peak: centre of mass of `foreground - fraction * height`.
+
+    Only the connected part above that level that contains the peak and lies in the peak's
+    watershed basin counts, so neighbouring columns and suppressed side maxima do not pull on it.
+    """
+    labels = np.arange(1, len(peaks) + 1)
+    markers = np.zeros(foreground.shape, dtype=np.int64)
+    markers[tuple(peaks.T)] = labels
+    basins = watershed(-foreground, markers)
+    weights = foreground - refine_fraction * heights[basins - 1]
+    components, _ = ndimage.label(weights > 0)
+    own_component = components == components[tuple(peaks.T)][basins - 1]
+    weights = np.where(own_component, weights, 0.0)
+    return np.array(ndimage.center_of_mass(weights, basins, labels)).reshape(-1, 2)
+
+
+def _classify_peaks(probabilities: np.ndarray, peaks: np.ndarray, radius_px: float) -> np.ndarray:
+    """Class with the largest class probability summed over a disk around each peak."""
+    footprint = disk(max(0, round(radius_px))).astype(np.float64)
+    summed = np.stack(
+        [ndimage.correlate(channel, footprint, mode="constant") for channel in probabilities[1:]]
+    )
+    return np.argmax(summed[:, peaks[:, 0], peaks[:, 1]], axis=0)
+
+
+def peak_threshold_curve(
+    validation: Sequence[tuple[np.ndarray, Columns, tuple[float, float]]],
+    sampling_A: float,
+    base: PeakConfig | None = None,
+    thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
+    match_radius_A: float = MATCH_RADIUS_A,
+    border_A: float = BORDER_A,
+) -> np.ndarray:
+    """Mean species-aware F1 over `validation` (probabilities, truth, image size) at each threshold."""
+    base = base or PeakConfig()
+    # One extraction at the lowest threshold serves all: a threshold only drops lower peaks.
+    lowest = replace(base, threshold=float(min(thresholds)))
+    candidates = [
+        (extract_columns(probabilities, sampling_A, lowest), truth, size)
+        for probabilities, truth, size in validation
+    ]
+
+    def mean_f1_at(threshold: float) -> float:
+        return mean_f1(
+            score_image(truth, columns.subset(columns.score > threshold), size, match_radius_A, border_A)
+            for columns, truth, size in candidates
+        )
+
+    return np.array([mean_f1_at(threshold) for threshold in thresholds])
+
+
+def choose_peak_config(
+    validation: Sequence[tuple[np.ndarray, Columns, tuple[float, float]]],
+    sampling_A: float,
+    base: PeakConfig | None = None,
+    thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
+    match_radius_A: float = MATCH_RADIUS_A,
+    border_A: float = BORDER_A,
+) -> PeakConfig:
+    """`base` with the threshold that maximises mean F1 on validation data (ties: the lowest).
+
+    `validation` holds (probabilities `(4, H, W)`, true columns, image size `(width_A, height_A)`).
+    """
+    if len(validation) == 0:
+        raise ValueError("choose_peak_config needs at least one validation image")
+    base = base or PeakConfig()
+    mean_f1 = peak_threshold_curve(validation, sampling_A, base, thresholds, match_radius_A, border_A)
+    return replace(base, threshold=float(thresholds[int(np.argmax(mean_f1))]))

@@ -1,0 +1,240 @@
+"""HRTEM focal-series simulation with abTEM, and the imaging noise applied on the fly in training.
+
+Speed comes from three choices measured on these machines (benchmarks/simulation.py):
+one exit wave per frozen-phonon configuration serves all defocus values (the three CTFs are an
+ensemble axis of one abTEM CTF), the grid is a fast FFT size at twice the output sampling, and
+there is one slice per atomic plane. Outputs are Fourier-cropped to the output sampling, so the
+pixel (row, col) centre stays at (x, y) = (col * s, row * s).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from ase import Atoms
+from scipy import fft as sp_fft
+from scipy.ndimage import gaussian_filter
+
+from hrtemnet.errors import UserError
+
+DEFAULT_ENERGY_EV = 50e3
+MAX_SLICE_THICKNESS_A = 2.0  # thicker gaps between atomic planes are split into slices of at most this
+
+
+@dataclass
+class OpticsParams:
+    """Microscope settings of one focal series (abTEM's convention: positive defocus = underfocus)."""
+
+    defocus_A: tuple[float, ...] = (-30.0, 20.0, 70.0)
+    cs_A: float = 14.29e4
+    astigmatism_A: float = 0.0
+    astigmatism_angle_rad: float = 0.0
+    focal_spread_A: float = 30.0  # 1/e width, as abTEM and Kirkland define it
+    energy_eV: float = DEFAULT_ENERGY_EV
+
+    def validate(self) -> OpticsParams:
+        defocus = np.asarray(self.defocus_A, dtype=float)
+        if len(defocus) == 0 or not np.all(np.isfinite(defocus)):
+            raise UserError("defocus must be one or more finite values in Å, e.g. -30,20,70")
+        if np.any(np.diff(defocus) <= 0):
+            raise UserError("defocus values must be strictly increasing (the order of acquisition)")
+        if not 1e3 <= self.energy_eV <= 3e6:
+            raise UserError(f"energy {self.energy_eV} eV is outside 1 keV - 3 MeV; give it in eV, e.g. 50000")
+        if not 0 <= self.cs_A <= 1e8:
+            raise UserError(f"Cs {self.cs_A / 1e4:g} µm is outside 0 - 10 mm")
+        if self.astigmatism_A < 0 or self.focal_spread_A < 0:
+            raise UserError("astigmatism and focal spread must not be negative")
+        return self
+
+
+@dataclass
+class OpticsRanges:
+    """Ranges the optics of a training sample are drawn from (DESIGN.md), uniform unless stated."""
+
+    first_defocus_A_range: tuple[float, float] = (-50.0, -10.0)
+    defocus_step_A_range: tuple[float, float] = (45.0, 55.0)
+    num_defocus: int = 3
+    cs_A_range: tuple[float, float] = (5e4, 25e4)
+    astigmatism_A_range: tuple[float, float] = (0.0, 50.0)
+    focal_spread_A_range: tuple[float, float] = (20.0, 40.0)
+    energy_eV: float = DEFAULT_ENERGY_EV
+
+    def draw(self, rng: np.random.Generator) -> OpticsParams:
+        first = rng.uniform(*self.first_defocus_A_range)
+        steps = rng.uniform(*self.defocus_step_A_range, size=self.num_defocus - 1)
+        return OpticsParams(
+            defocus_A=tuple(float(v) for v in np.concatenate([[first], first + np.cumsum(steps)])),
+            cs_A=float(rng.uniform(*self.cs_A_range)),
+            astigmatism_A=float(rng.uniform(*self.astigmatism_A_range)),
+            astigmatism_angle_rad=float(rng.uniform(0, np.pi)),
+            focal_spread_A=float(rng.uniform(*self.focal_spread_A_range)),
+            energy_eV=self.energy_eV,
+        )
+
+
+@dataclass
+class SimulationConfig:
+    """Numerical settings of the multislice simulation."""
+
+    sampling_A: float = 0.15  # output pixel size
+    oversampling: int = 2  # simulation grid is this much finer than the output
+    num_phonons: int = 4  # frozen-phonon configurations averaged; 0 = static lattice
+    parametrization: str = "lobato"
+
+    def validate(self) -> SimulationConfig:
+        if not 0.01 <= self.sampling_A <= 2.0:
+            raise UserError(f"sampling {self.sampling_A} Å/px is outside 0.01 - 2 Å/px")
+        if self.oversampling < 1 or self.num_phonons < 0:
+            raise UserError("oversampling must be >= 1 and the number of phonon configurations >= 0")
+        return self
+
+
+@dataclass
+class NoiseConfig:
+    """Imaging noise applied to noise-free intensities (vacuum intensity = 1)."""
+
+    dose_e_per_A2_range: tuple[float, float] = (1e4, 1e5)  # drawn log-uniform
+    dose_e_per_A2: float | None = None  # fixed dose instead of the range
+    blur_sigma_px_range: tuple[float, float] = (0.3, 0.8)  # detector MTF as a Gaussian, in output px
+
+
+def configure_abtem() -> None:
+    """Eager arrays, single-threaded FFTW with cheap planning: tasks are parallel, not transforms."""
+    import abtem
+
+    abtem.config.set({"dask.lazy": False, "fftw.planning_effort": "FFTW_ESTIMATE", "fftw.threads": 1,
+                      "diagnostics.progress_bar": False})
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+def output_shape(atoms: Atoms, sampling_A: float) -> tuple[int, int]:
+    """(H, W) in output pixels of the cell's xy extent."""
+    return int(round(atoms.cell[1, 1] / sampling_A)), int(round(atoms.cell[0, 0] / sampling_A))
+
+
+def simulation_gpts(n_output: int, oversampling: int) -> int:
+    """Smallest fast FFT size at least `oversampling` times the output size."""
+    return int(sp_fft.next_fast_len(n_output * oversampling, real=False))
+
+
+def slice_thicknesses(atoms: Atoms) -> tuple[float, ...]:
+    """One slice per atomic plane (boundaries half-way between planes); thick gaps are subdivided."""
+    from hrtemnet.structures import atomic_plane_boundaries
+
+    thicknesses = []
+    for thickness in atomic_plane_boundaries(atoms):
+        pieces = max(1, int(np.ceil(thickness / MAX_SLICE_THICKNESS_A)))
+        thicknesses += [thickness / pieces] * pieces
+    return tuple(thicknesses)
+
+
+def validate_atoms(atoms: Atoms) -> Atoms:
+    if len(atoms) == 0:
+        raise UserError("the structure has no atoms")
+    cell = np.asarray(atoms.cell)
+    if np.any(np.abs(np.diag(cell)) < 1e-6):
+        raise UserError("the structure has no cell (or a zero-length cell vector); give a file with a cell, "
+                        "e.g. extxyz with Lattice=..., cif, or traj")
+    off_diagonal = cell - np.diag(np.diag(cell))
+    if np.any(np.abs(off_diagonal) > 1e-6):
+        import abtem
+
+        try:
+            atoms = abtem.orthogonalize_cell(atoms)
+        except Exception as error:  # abTEM explains what failed; we only say what to do
+            raise UserError(f"could not make the cell orthogonal for multislice ({error}); "
+                            "give a structure with an orthogonal (rectangular) cell") from None
+    if not np.all(np.isfinite(atoms.positions)):
+        raise UserError("the structure has non-finite atomic positions")
+    return atoms
+
+
+def phonon_sigmas(atoms: Atoms, vibration_table) -> np.ndarray:
+    """Per-atom (σx, σy, σz) in Å from the (element, coordination) table."""
+    from hrtemnet.vibrations import per_atom_sigmas
+
+    sigma_xy, sigma_z = per_atom_sigmas(atoms, vibration_table)
+    return np.stack([sigma_xy, sigma_xy, sigma_z], axis=1)
+
+
+def simulate_focal_series(atoms: Atoms, optics: OpticsParams, config: SimulationConfig | None = None,
+                          seed: int = 0, vibration_table=None) -> np.ndarray:
+    """Noise-free focal series (n_defocus, H, W) float32, indexed [row, col], vacuum intensity ≈ 1.
+
+    One multislice exit wave per frozen-phonon configuration; all defocus values are applied to
+    it as CTFs. `vibration_table=None` with `num_phonons > 0` uses the shipped default table.
+    """
+    import abtem
+
+    config = (config or SimulationConfig()).validate()
+    optics.validate()
+    atoms = validate_atoms(atoms)
+    configure_abtem()
+    height, width = output_shape(atoms, config.sampling_A)
+    if min(height, width) < 8:
+        raise UserError(f"the cell ({atoms.cell[0, 0]:.1f} x {atoms.cell[1, 1]:.1f} Å) is smaller than 8 "
+                        f"pixels at {config.sampling_A} Å/px")
+    gpts = (simulation_gpts(width, config.oversampling), simulation_gpts(height, config.oversampling))
+
+    if config.num_phonons > 0:
+        if vibration_table is None:
+            from hrtemnet.vibrations import load_vibration_table
+
+            vibration_table = load_vibration_table()
+        structure = abtem.FrozenPhonons(atoms, num_configs=config.num_phonons,
+                                        sigmas=phonon_sigmas(atoms, vibration_table), seed=seed)
+    else:
+        structure = atoms
+    potential = abtem.Potential(structure, gpts=gpts, slice_thickness=slice_thicknesses(atoms),
+                                projection="infinite", parametrization=config.parametrization)
+    exit_waves = abtem.PlaneWave(energy=optics.energy_eV).multislice(potential)
+    ctf = abtem.CTF(
+        defocus=abtem.distributions.from_values(np.asarray(optics.defocus_A, dtype=float)),
+        Cs=optics.cs_A,
+        astigmatism=optics.astigmatism_A,
+        astigmatism_angle=optics.astigmatism_angle_rad,
+        focal_spread=optics.focal_spread_A,
+        energy=optics.energy_eV,
+    )
+    images = exit_waves.apply_ctf(ctf).intensity().interpolate(gpts=(width, height))
+    array = np.asarray(images.array)
+    if config.num_phonons > 0:
+        array = array.mean(axis=1)  # ensemble axes: (defocus, phonon configuration, x, y)
+    return np.ascontiguousarray(array.swapaxes(-1, -2), dtype=np.float32)  # abTEM [x, y] -> [row, col]
+
+
+def apply_detector_blur(images: np.ndarray, sigma_px: float) -> np.ndarray:
+    """Gaussian point spread of the detector, per image (not across the focal series)."""
+    if sigma_px <= 0:
+        return images
+    return gaussian_filter(images, sigma=(0,) * (images.ndim - 2) + (sigma_px, sigma_px), mode="wrap")
+
+
+def apply_dose_noise(images: np.ndarray, dose_e_per_A2: float, sampling_A: float,
+                     rng: np.random.Generator) -> np.ndarray:
+    """Poisson counting noise; returns intensities in the same units (vacuum ≈ 1)."""
+    if not (np.isfinite(dose_e_per_A2) and dose_e_per_A2 > 0):
+        raise UserError(f"dose must be a positive number of electrons per Å² (got {dose_e_per_A2})")
+    electrons_per_pixel = dose_e_per_A2 * sampling_A**2
+    counts = rng.poisson(np.clip(images, 0, None) * electrons_per_pixel)
+    return (counts / electrons_per_pixel).astype(np.float32)
+
+
+def add_imaging_noise(images: np.ndarray, sampling_A: float, rng: np.random.Generator,
+                      noise: NoiseConfig | None = None) -> tuple[np.ndarray, float]:
+    """Dose noise then detector blur, drawn from `noise` (a fixed dose if it sets one). Returns (images, dose)."""
+    noise = noise or NoiseConfig()
+    if noise.dose_e_per_A2 is not None:
+        dose = float(noise.dose_e_per_A2)
+    else:
+        low, high = np.log(noise.dose_e_per_A2_range[0]), np.log(noise.dose_e_per_A2_range[1])
+        dose = float(np.exp(rng.uniform(low, high)))
+    noisy = apply_dose_noise(images, dose, sampling_A, rng)
+    sigma_px = float(rng.uniform(*noise.blur_sigma_px_range))
+    return apply_detector_blur(noisy, sigma_px).astype(np.float32), dose
+
+
+def optics_to_dict(optics: OpticsParams) -> dict:
+    return asdict(optics)

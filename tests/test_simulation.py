@@ -1,0 +1,77 @@
+import numpy as np
+import pytest
+from ase import Atoms
+
+from hrtemnet.simulation import (NoiseConfig, OpticsParams, SimulationConfig, add_imaging_noise,
+                                 simulate_focal_series)
+from hrtemnet.structures import random_structure
+
+STATIC = SimulationConfig(num_phonons=0)
+
+
+def lone_atom(x, y, cell=(38.4, 30.0)):
+    return Atoms("Mo", positions=[(x, y, 2.0)], cell=[cell[0], cell[1], 4.0], pbc=True)
+
+
+@pytest.mark.parametrize("defocus, dark", [(-40.0, False), (60.0, True)])
+def test_lone_mo_atom_lights_up_pixel_row_y_col_x_with_abtem_defocus_sign(defocus, dark):
+    x, y = 10.2, 25.5  # non-square cell: a transposed image would put the atom elsewhere (or out of range)
+    image = simulate_focal_series(lone_atom(x, y), OpticsParams(defocus_A=(defocus,)), STATIC)[0]
+    assert image.shape == (200, 256)  # rows = y extent / s, cols = x extent / s
+    contrast = image - np.median(image)
+    row, col = np.unravel_index(np.argmax(np.abs(contrast)), image.shape)
+    assert (row, col) == (round(y / 0.15), round(x / 0.15))
+    # abTEM convention: positive defocus is underfocus, where atoms at this Cs look dark
+    assert (contrast[row, col] < 0) == dark
+
+
+def test_one_exit_wave_with_three_ctfs_equals_three_full_simulations():
+    import abtem
+
+    sample = random_structure(np.random.default_rng(2))
+    optics = OpticsParams(defocus_A=(-30.0, 20.0, 70.0), cs_A=12e4, astigmatism_A=20, astigmatism_angle_rad=0.4,
+                          focal_spread_A=25)
+    series = simulate_focal_series(sample.atoms, optics, STATIC)
+    for index, defocus in enumerate(optics.defocus_A):
+        # an independent, plain abTEM run per defocus on the same grid
+        potential = abtem.Potential(sample.atoms, gpts=512, slice_thickness=1.0, projection="infinite")
+        wave = abtem.PlaneWave(energy=optics.energy_eV).multislice(potential)
+        ctf = abtem.CTF(defocus=defocus, Cs=optics.cs_A, astigmatism=optics.astigmatism_A,
+                        astigmatism_angle=optics.astigmatism_angle_rad, focal_spread=optics.focal_spread_A,
+                        energy=optics.energy_eV)
+        image = wave.apply_ctf(ctf).intensity().interpolate(gpts=256).compute().array.T
+        r = np.corrcoef(image.ravel(), series[index].ravel())[0, 1]
+        assert r > 0.999, (defocus, r)
+
+
+def test_focal_series_differs_between_defocus_values_and_vacuum_is_one():
+    sample = random_structure(np.random.default_rng(4))
+    series = simulate_focal_series(sample.atoms, OpticsParams(), STATIC)
+    assert series.shape == (3, 256, 256) and series.dtype == np.float32
+    assert abs(series.mean() - 1.0) < 0.05
+    assert np.corrcoef(series[0].ravel(), series[2].ravel())[0, 1] < 0.9
+
+
+def test_phonons_blur_columns_and_are_reproducible():
+    sample = random_structure(np.random.default_rng(6))
+    optics = OpticsParams()
+    config = SimulationConfig(num_phonons=3)
+    a = simulate_focal_series(sample.atoms, optics, config, seed=1)
+    b = simulate_focal_series(sample.atoms, optics, config, seed=1)
+    c = simulate_focal_series(sample.atoms, optics, config, seed=2)
+    static = simulate_focal_series(sample.atoms, optics, STATIC)
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a, c)
+    assert a.std() < static.std()  # thermal smearing lowers contrast
+
+
+def test_dose_noise_is_poisson_with_the_right_mean_and_variance():
+    rng = np.random.default_rng(0)
+    images = np.ones((3, 128, 128), dtype=np.float32)
+    noisy, dose = add_imaging_noise(images, 0.15, rng, NoiseConfig(dose_e_per_A2=1e4, blur_sigma_px_range=(0, 0)))
+    electrons_per_pixel = 1e4 * 0.15**2
+    assert dose == 1e4
+    assert noisy.mean() == pytest.approx(1.0, abs=0.01)
+    assert noisy.var() * electrons_per_pixel == pytest.approx(1.0, rel=0.05)
+    _, drawn = add_imaging_noise(images, 0.15, rng)
+    assert 1e4 <= drawn <= 1e5
