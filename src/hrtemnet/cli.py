@@ -138,3 +138,98 @@ def simulate_command(
         rate = summary["simulated"] / summary["seconds"]
         console.print(f"{out}: simulated {summary['simulated']} series in {summary['seconds']:.1f} s "
                       f"({rate:.2f} series/s; {summary['already_done']} were already present)")
+
+
+@command("score")
+def score_command(
+    truth: Path = typer.Argument(..., help="True columns: a CSV file (x_A,y_A,class) or a folder of them."),
+    pred: Path = typer.Argument(..., help="Predicted columns: a CSV file, or a folder of same-named CSVs."),
+    width_A: float | None = typer.Option(
+        None, "--width-A", help="Image width in Å (x from 0). Default: the x extent of the true columns."
+    ),
+    height_A: float | None = typer.Option(
+        None, "--height-A", help="Image height in Å (y from 0). Default: the y extent of the true columns."
+    ),
+    match_radius_A: float = typer.Option(0.5, "--match-radius-A", help="Largest distance of a match, Å."),
+    border_A: float = typer.Option(2.0, "--border-A", help="Leave out columns this near the border, Å."),
+    out: Path | None = typer.Option(None, "--out", help="Also write the per-image scores to this CSV."),
+):
+    """Species-aware F1 of predicted against true columns, per image and the mean (DESIGN.md).
+
+    Without --width-A/--height-A, the image is the bounding box of the true columns.
+
+    The 2 Å border band is then measured from the outermost true columns.
+    """
+    from rich.table import Table
+
+    from hrtemnet import metrics
+
+    if match_radius_A <= 0 or border_A < 0 or any(v is not None and v <= 0 for v in (width_A, height_A)):
+        raise UserError("--match-radius-A, --width-A and --height-A must be positive and --border-A >= 0")
+    folders = metrics.check_score_inputs(truth, pred)
+    pairs, problems = metrics.pair_csv_files(truth, pred) if folders else ([(pred.name, truth, pred)], [])
+    names, scores = [], []
+    for name, truth_file, pred_file in pairs:
+        try:
+            score = metrics.score_csv(truth_file, pred_file, width_A, height_A, match_radius_A, border_A)
+            scores.append(score)
+            names.append(name)
+        except UserError as error:
+            if not folders:
+                raise
+            problems.append(str(error))
+    for problem in problems:
+        err_console.print(f"[yellow]skipped:[/] {problem}", highlight=False, soft_wrap=True)
+    if not scores:
+        raise UserError(f"no pair of CSV files to score in {truth} and {pred}")
+    table = Table("image", "F1", "position F1", "F1 Mo", "F1 S2", "F1 S", "TP", "FP", "FN", "RMS error (Å)")
+    for name, score in zip(names, scores, strict=True):
+        per_class = [f"{s.f1:.4f}" for s in score.per_class.values()]
+        counts = [str(score.tp), str(score.fp), str(score.fn), f"{score.rms_error_A:.3f}"]
+        table.add_row(name, f"{score.f1:.4f}", f"{score.position_f1:.4f}", *per_class, *counts)
+    console.print(table)
+    pooled = ", ".join(f"{c} {s.f1:.4f}" for c, s in metrics.total_score(scores).per_class.items())
+    position = sum(s.position_f1 for s in scores) / len(scores)
+    console.print(f"mean F1 {metrics.mean_f1(scores):.4f} over {len(scores)} image(s); "
+                  f"mean position F1 {position:.4f}; pooled per-class F1: {pooled}",
+                  highlight=False, soft_wrap=True)
+    if out is not None:
+        metrics.write_scores_csv(out, names, scores)
+        console.print(f"wrote {out}")
+    if problems:
+        raise UserError(f"{len(problems)} file(s) could not be scored (see the messages above)")
+
+
+@command("evaluate")
+def evaluate_command(
+    dataset: Path = typer.Argument(..., help="Validation dataset: a zarr store from `hrtemnet simulate`."),
+    model: list[str] = typer.Option(..., "--model", help="Model (shipped name or checkpoint); repeat."),
+    out_dir: Path = typer.Option(..., "--out-dir", help="Folder for per_image.csv, figures and report.md."),
+    dose: float | None = typer.Option(
+        None, "--dose", help="Fixed dose in e/Å² (default: drawn per image, log-uniform in [1e4, 1e5])."
+    ),
+    limit: int | None = typer.Option(None, "--limit", help="Evaluate only the first N series."),
+    seed: int = typer.Option(0, "--seed", help="Noise seed; series i gets the same noise for every model."),
+    dose_sweep: str = typer.Option(
+        "3e3,1e4,3e4,1e5", "--dose-sweep", help="Doses (e/Å²) for the F1-against-dose figure; '' skips it."
+    ),
+    dose_sweep_images: int = typer.Option(20, "--dose-sweep-images", help="Series per dose in that sweep."),
+    example: int = typer.Option(0, "--example", help="Index of the series drawn in example_series.png."),
+):
+    """Run models over a validation set: per-image F1 table, histograms by substrate, figures, report.md."""
+    from hrtemnet.evaluation import EvaluationConfig, run_evaluation, summary_table
+
+    sweep = parse_float_list(dose_sweep, "--dose-sweep")
+    if (dose is not None and dose <= 0) or any(d <= 0 for d in sweep):
+        raise UserError("doses must be positive numbers of electrons per Å²")
+    if (limit is not None and limit < 1) or dose_sweep_images < 0 or example < 0:
+        raise UserError("--limit must be >= 1, --dose-sweep-images and --example >= 0")
+    config = EvaluationConfig(dose_e_per_A2=dose, limit=limit, seed=seed, dose_sweep_e_per_A2=tuple(sweep),
+                              dose_sweep_images=dose_sweep_images, example_index=example)
+    result = run_evaluation(existing_path(dataset, "dataset"), model, out_dir, config)
+    console.print(summary_table(result))
+    for c in result.comparisons():
+        console.print(f"{c['a']} - {c['b']}: mean F1 difference {c['mean_difference']:+.4f}, better on "
+                      f"{c['a_better']} / {c['b_better']} images (ties {c['ties']}), "
+                      f"Wilcoxon p = {c['wilcoxon_p']:.2g}", highlight=False, soft_wrap=True)
+    console.print(f"report: {result.files['report']}")
