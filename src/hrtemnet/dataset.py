@@ -133,11 +133,11 @@ def create_store(path: str | Path, config: DatasetConfig, n: int, seed: int):
     height, width = config.image_shape()
     attrs = {"format": STORE_FORMAT, "n": n, "seed": seed, "sampling_A": config.simulation.sampling_A,
              "image_shape": [height, width], "config": json.loads(json.dumps(config.to_dict())),
-             "param_names": list(config.param_names)}
+             "param_names": list(config.param_names), "vibration_table": _vibration_table_record(config)}
     if path.exists():
         group = open_group(path, mode="r+")
         old = dict(group.attrs)
-        for key in ("n", "seed", "config"):
+        for key in ("n", "seed", "config", "vibration_table"):
             if old.get(key) != attrs[key]:
                 raise UserError(f"{path} already holds a dataset with a different {key} "
                                 f"({old.get(key) if key != 'config' else 'config'}); "
@@ -153,6 +153,18 @@ def create_store(path: str | Path, config: DatasetConfig, n: int, seed: int):
     group.create_array("params", shape=(n, len(config.param_names)), chunks=(1, len(config.param_names)),
                        dtype="float64", fill_value=np.nan)
     return group
+
+
+def _vibration_table_record(config: DatasetConfig) -> dict | None:
+    """The table a dataset was simulated with, stored with it: the shipped default may change later."""
+    if config.simulation.num_phonons == 0:
+        return None
+    from hrtemnet.vibrations import load_vibration_table
+
+    table = load_vibration_table(config.vibrations_file)
+    return {"temperature_K": table.temperature_K, "potential": table.potential,
+            "sigmas": [{"element": e, "coordination": c, "sigma_xy_A": xy, "sigma_z_A": z}
+                       for (e, c), (xy, z) in sorted(table.entries.items())]}
 
 
 def open_group(path: str | Path, mode: str = "r"):

@@ -253,6 +253,7 @@ def _write_table(path: Path, rows: list[dict[str, Any]]) -> Path:
 
 def plot_f1_histograms(result: EvaluationResult, path: Path) -> Path:
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     all_f1 = np.array([s.f1 for name in result.model_names for s in result.scores[name]])
     low = min(0.9, np.floor(np.nanmin(all_f1) * 20) / 20)  # 0.05 steps, at least [0.9, 1]
@@ -274,6 +275,7 @@ def plot_f1_histograms(result: EvaluationResult, path: Path) -> Path:
         else:
             ax.legend(loc="upper left", fontsize=8, frameon=False)
     axes[0].set_ylabel("number of images")
+    axes[0].yaxis.set_major_locator(MaxNLocator(integer=True))
     fig.savefig(path, dpi=130)
     plt.close(fig)
     return path
@@ -350,7 +352,7 @@ def plot_example_series(example, names, sampling_A, image_size_A, config, path: 
         Line2D([], [], linestyle="--", color="black", label=f"scored area ({config.border_A:g} Å border)"),
     ]
     fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), fontsize=8, frameon=False)
-    fig.suptitle(f"Validation series {index}: predicted columns by class (markers: colour = class)")
+    fig.suptitle(f"Validation series {index}: predicted columns, coloured by class")
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
@@ -479,14 +481,24 @@ def write_report(result: EvaluationResult, summary: dict, path: Path) -> Path:
 
 
 def summary_table(result: EvaluationResult):
-    """The summary as a rich table for the terminal."""
+    """The summary as a compact rich table for the terminal."""
     from rich.table import Table
 
-    table = Table(title="per-image F1 (mean)")
-    columns = ["model", "images", "mean_f1", "sem_f1", "mean_f1_bare", "mean_f1_graphene", "mean_position_f1"]
-    columns += [f"pooled_f1_{c}" for c in CLASS_NAMES] + ["rms_error_A"]
-    for column in columns:
-        table.add_column(column.replace("pooled_f1_", "F1 ").replace("_", " "), justify="right")
+    table = Table(title="mean per-image F1 (by substrate); per-class F1 pooled over images")
+    columns = {
+        "model": "model",
+        "images": "n",
+        "mean_f1": "F1",
+        "sem_f1": "± sem",
+        "mean_f1_bare": "bare",
+        "mean_f1_graphene": "graphene",
+        "mean_position_f1": "position F1",
+    }
+    columns |= {f"pooled_f1_{c}": c for c in CLASS_NAMES} | {"rms_error_A": "RMS Å"}
+    for header in columns.values():
+        table.add_column(header, justify="left" if header == "model" else "right")
     for record in result.summary():
-        table.add_row(*(_fmt(record[c]) for c in columns))
+        table.add_row(
+            *(f"{record[k]:.3f}" if isinstance(record[k], float) else str(record[k]) for k in columns)
+        )
     return table

@@ -252,7 +252,7 @@ def score_csv(
     (of the predictions if there are no true columns), so the border band is measured from the
     outermost true columns: a little more is left out than with the real image size.
     """
-    truth, pred = read_columns_csv(truth_path), read_columns_csv(pred_path)
+    truth, pred = _read_csv(truth_path), _read_csv(pred_path)
     reference = truth if len(truth) else pred
     origin = np.zeros(2)
     size = np.zeros(2)
@@ -264,6 +264,16 @@ def score_csv(
             size[axis] = reference.xy_A[:, axis].max() - origin[axis]
     shift = lambda c: Columns(c.xy_A - origin, c.class_index, c.score)  # noqa: E731
     return score_image(shift(truth), shift(pred), (size[0], size[1]), match_radius_A, border_A)
+
+
+def _read_csv(path: Path) -> Columns:
+    """`read_columns_csv`, with the file named in every error."""
+    try:
+        return read_columns_csv(path)
+    except UserError as error:
+        if str(path) in str(error):
+            raise
+        raise UserError(f"{path}: {error}") from None
 
 
 def pair_csv_files(truth_dir: Path, pred_dir: Path) -> tuple[list[tuple[str, Path, Path]], list[str]]:

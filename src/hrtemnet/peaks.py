@@ -1,13 +1,14 @@
 """Atomic columns from the network output: peaks of the column probability, refined and classified.
 
 The network gives per-pixel probabilities `(NUM_LABELS, H, W)`: channel 0 background, 1 + i for
-class `CLASS_NAMES[i]`. A column is a local maximum of the foreground probability
-`1 - p(background)` above `threshold`, at least `min_distance_A` from a higher maximum. Its
-position is refined to sub-pixel precision by the centre of mass of its peak above half height
-(weights fall to zero at the edge of that region, so pixelisation biases it very little); its
-class is the one with the largest class probability summed over a disk of `class_radius_A`; its
-score is the peak height of `1 - p(background)`, so raising the threshold equals dropping columns
-with a lower score (`choose_peak_config` relies on this).
+class `CLASS_NAMES[i]`. Columns are local maxima of the foreground probability `1 - p(background)`,
+located on a lightly smoothed copy, at least `min_distance_A` from a higher maximum. A column's
+score is the (unsmoothed) foreground probability at its maximum, and columns with a score not above
+`threshold` are dropped, so raising the threshold equals dropping low-score columns
+(`choose_peak_config` relies on this). The position is refined to sub-pixel precision by the centre
+of mass of the peak above half its height (weights fall to zero at the edge of that region, so
+pixelisation biases it very little); the class is the one with the largest class probability
+summed over a disk of `class_radius_A`.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from skimage.segmentation import watershed
 from hrtemnet.columns import BACKGROUND_LABEL, NUM_LABELS, Columns
 from hrtemnet.metrics import BORDER_A, MATCH_RADIUS_A, mean_f1, score_image
 
+# Smoothed maxima below this are never columns; keeps background noise out of the refinement.
+DETECTION_FLOOR = 0.05
 # Thresholds tried by `choose_peak_config`.
 DEFAULT_THRESHOLDS: tuple[float, ...] = tuple(np.round(np.arange(0.1, 0.91, 0.05), 2))
 
@@ -37,6 +40,9 @@ class PeakConfig:
     min_distance_A: float = 1.2
     class_radius_A: float = 0.45  # disk over which class probabilities are summed
     refine_fraction: float = 0.5  # sub-pixel refinement uses the peak above this fraction of its height
+    # Maxima are located on the foreground smoothed by this Gaussian σ: a saturated (flat-topped) or
+    # noisy column then has one maximum near its middle, not many at random, even at its rim.
+    smoothing_A: float = 0.15
 
     def __post_init__(self):
         if not 0.0 <= self.threshold < 1.0:
@@ -45,6 +51,8 @@ class PeakConfig:
             raise ValueError("min_distance_A and class_radius_A must be positive")
         if not 0.0 < self.refine_fraction < 1.0:
             raise ValueError(f"refine_fraction must be in (0, 1), got {self.refine_fraction}")
+        if self.smoothing_A < 0:
+            raise ValueError(f"smoothing_A must be >= 0, got {self.smoothing_A}")
 
 
 def foreground_probability(probabilities: np.ndarray) -> np.ndarray:
@@ -61,24 +69,24 @@ def extract_columns(
     if probabilities.ndim != 3 or probabilities.shape[0] != NUM_LABELS:
         raise ValueError(f"probabilities must have shape ({NUM_LABELS}, H, W), got {probabilities.shape}")
     foreground = foreground_probability(probabilities)
+    smoothed = ndimage.gaussian_filter(foreground, config.smoothing_A / sampling_A, mode="nearest")
     peaks = peak_local_max(
-        foreground,
+        smoothed,
         min_distance=max(1, round(config.min_distance_A / sampling_A)),
-        threshold_abs=config.threshold,
+        threshold_abs=DETECTION_FLOOR,  # the threshold applies to the unsmoothed height below
         exclude_border=False,  # border columns are the metric's business, not the detector's
         p_norm=2,  # Euclidean distance, as the minimum distance is physical
     )
+    heights = foreground[tuple(peaks.T)]
+    peaks, heights = peaks[heights > config.threshold], heights[heights > config.threshold]
     if len(peaks) == 0:
         return Columns.empty()
-    heights = foreground[tuple(peaks.T)]
-    rows_cols = _refine_peaks(foreground, peaks, heights, config.refine_fraction)
+    rows_cols = _refine_peaks(foreground, peaks, config.refine_fraction)
     class_index = _classify_peaks(probabilities, peaks, config.class_radius_A / sampling_A)
     return Columns(rows_cols[:, ::-1] * sampling_A, class_index, heights)
 
 
-def _refine_peaks(
-    foreground: np.ndarray, peaks: np.ndarray, heights: np.ndarray, refine_fraction: float
-) -> np.ndarray:
+def _refine_peaks(foreground: np.ndarray, peaks: np.ndarray, refine_fraction: float) -> np.ndarray:
     """Sub-pixel (row, col) of each peak: centre of mass of `foreground - fraction * height`.
 
     Only the connected part above that level that contains the peak and lies in the peak's
@@ -88,7 +96,7 @@ def _refine_peaks(
     markers = np.zeros(foreground.shape, dtype=np.int64)
     markers[tuple(peaks.T)] = labels
     basins = watershed(-foreground, markers)
-    weights = foreground - refine_fraction * heights[basins - 1]
+    weights = foreground - refine_fraction * foreground[tuple(peaks.T)][basins - 1]
     components, _ = ndimage.label(weights > 0)
     own_component = components == components[tuple(peaks.T)][basins - 1]
     weights = np.where(own_component, weights, 0.0)
@@ -114,7 +122,7 @@ def peak_threshold_curve(
 ) -> np.ndarray:
     """Mean species-aware F1 over `validation` (probabilities, truth, image size) at each threshold."""
     base = base or PeakConfig()
-    # One extraction at the lowest threshold serves all: a threshold only drops lower peaks.
+    # One extraction at the lowest threshold serves all: the threshold only drops lower peaks.
     lowest = replace(base, threshold=float(min(thresholds)))
     candidates = [
         (extract_columns(probabilities, sampling_A, lowest), truth, size)

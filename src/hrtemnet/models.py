@@ -1,0 +1,338 @@
+"""The networks: a fast, faithful MSD-net (Pelt & Sethian, PNAS 2018), a U-net, and model files.
+
+Both map a normalised focal series `(B, 3, H, W)` to logits `(B, NUM_LABELS, H, W)` (background, Mo,
+S2, S) and are fully convolutional: train on crops, infer on whole images of any size.
+
+MSD-net speed (DESIGN.md): the textbook form concatenates all earlier maps for every layer and runs a
+one-output-channel `conv2d`, which is slow on CPUs (~4 GFLOP/s) and keeps a copy of the growing stack per
+layer. `MSDNet.forward` instead keeps every map in one preallocated buffer laid out `(C, B, H, W)` so that
+the maps a layer reads are one contiguous block. A layer is then one matrix multiply (its 9 taps x k input
+channels against the block; 25-55 GFLOP/s) giving 9 planes, summed after shifting each by its tap offset
+at the layer's dilation. Layers are processed in groups: the block of maps that exist before the group is
+multiplied once for all layers of the group, the few maps made inside the group are added per layer. The
+backward pass is a custom autograd function that needs only the stored maps (the ReLU mask is `map > 0`)
+and one gradient buffer. `MSDNet.forward_naive` is the textbook form on the same parameters.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hrtemnet.columns import NUM_LABELS
+from hrtemnet.errors import UserError
+
+MODEL_NAMES = ("msd", "unet")
+SHIPPED_MODELS_DIR = Path(__file__).parent / "data" / "models"
+BUNDLE_FORMAT = "hrtemnet-model-1"
+
+
+# ---- MSD-net --------------------------------------------------------------------------------------------
+
+
+def msd_dilation(unit: int) -> int:
+    """Dilation of feature map `unit` = i * width + j (layer i, channel j): ((i*w + j) mod 10) + 1."""
+    return unit % 10 + 1
+
+
+def _taps_rows(weight: torch.Tensor) -> torch.Tensor:
+    """Conv weight (w, k, 3, 3) -> matrix (w * 9, k): one row per (output channel, tap)."""
+    return weight.permute(0, 2, 3, 1).reshape(-1, weight.shape[1])
+
+
+def _shifted_sum(taps: torch.Tensor, dilation: int) -> torch.Tensor:
+    """Sum of 9 planes `taps (9, B, H, W)` each read at its tap offset x dilation, reflect padding."""
+    height, width = taps.shape[-2:]
+    padded = F.pad(taps, (dilation,) * 4, mode="reflect")
+    out = padded[0, :, :height, :width].clone()
+    for tap in range(1, 9):
+        row, col = divmod(tap, 3)
+        out += padded[tap, :, row * dilation : row * dilation + height, col * dilation : col * dilation + width]
+    return out
+
+
+def _shifted_sum_adjoint(grad: torch.Tensor, dilation: int) -> torch.Tensor:
+    """Adjoint of `_shifted_sum`: gradient (B, H, W) of the sum -> gradient (9, B, H, W) of the taps."""
+    batch, height, width = grad.shape
+    padded = grad.new_zeros((9, batch, height + 2 * dilation, width + 2 * dilation))
+    for tap in range(9):
+        row, col = divmod(tap, 3)
+        padded[tap, :, row * dilation : row * dilation + height, col * dilation : col * dilation + width] = grad
+    shape_only = grad.new_empty((9, batch, height, width))
+    return torch.ops.aten.reflection_pad2d_backward(padded, shape_only, [dilation] * 4)
+
+
+class _MSDLayers(torch.autograd.Function):
+    """All MSD layers: input (B, c_in, H, W) -> buffer (c_in + D*w, B, H, W) of the input and every map."""
+
+    @staticmethod
+    def forward(ctx, x, biases, group_size, width, *weights):
+        in_channels, depth = x.shape[1], len(weights)
+        batch, height, width_px = x.shape[0], x.shape[2], x.shape[3]
+        maps = x.new_empty((in_channels + depth * width, batch, height, width_px))
+        maps[:in_channels] = x.transpose(0, 1)
+        flat = maps.view(maps.shape[0], -1)
+        for first in range(0, depth, group_size):
+            last = min(first + group_size, depth)
+            before = in_channels + first * width  # maps that exist before this group
+            stack = torch.cat([_taps_rows(weights[i][:, :before]) for i in range(first, last)])
+            taps_group = (stack @ flat[:before]).view(last - first, width, 9, batch, height, width_px)
+            for i in range(first, last):
+                taps = taps_group[i - first]
+                k = in_channels + i * width
+                if k > before:  # maps made earlier in this group
+                    taps = taps + (_taps_rows(weights[i][:, before:k]) @ flat[before:k]).view(taps.shape)
+                for j in range(width):
+                    out = _shifted_sum(taps[j], msd_dilation(i * width + j))
+                    maps[k + j] = torch.relu_(out.add_(biases[i, j]))
+        ctx.save_for_backward(maps, biases, *weights)
+        ctx.group_size, ctx.width, ctx.in_channels = group_size, width, in_channels
+        return maps
+
+    @staticmethod
+    def backward(ctx, grad_maps):
+        maps, biases, *weights = ctx.saved_tensors
+        group_size, width, in_channels = ctx.group_size, ctx.width, ctx.in_channels
+        depth, batch, height, width_px = len(weights), *maps.shape[1:]
+        grad = grad_maps.clone()  # the one gradient buffer, accumulated in place
+        grad_flat, flat = grad.view(grad.shape[0], -1), maps.view(maps.shape[0], -1)
+        grad_weights = [None] * depth
+        grad_biases = torch.zeros_like(biases)
+        last_group_start = ((depth - 1) // group_size) * group_size
+        for first in range(last_group_start, -1, -group_size):
+            last = min(first + group_size, depth)
+            before = in_channels + first * width
+            grad_taps_group = maps.new_empty((last - first, width * 9, batch * height * width_px))
+            for i in range(last - 1, first - 1, -1):
+                k = in_channels + i * width
+                for j in range(width):
+                    grad_out = grad[k + j] * (maps[k + j] > 0)  # ReLU mask from the stored output
+                    grad_biases[i, j] = grad_out.sum()
+                    dilation = msd_dilation(i * width + j)
+                    grad_taps_group[i - first, j * 9 : (j + 1) * 9] = _shifted_sum_adjoint(
+                        grad_out, dilation
+                    ).view(9, -1)
+                grad_taps = grad_taps_group[i - first]
+                grad_rows = [grad_taps @ flat[:before].T]
+                if k > before:  # maps made earlier in this group get their gradient before their layer runs
+                    grad_rows.append(grad_taps @ flat[before:k].T)
+                    grad_flat[before:k] += _taps_rows(weights[i][:, before:k]).T @ grad_taps
+                rows = torch.cat(grad_rows, dim=1)  # (w * 9, k)
+                grad_weights[i] = rows.view(width, 3, 3, k).permute(0, 3, 1, 2).contiguous()
+            stack = torch.cat([_taps_rows(weights[i][:, :before]) for i in range(first, last)])
+            grad_flat[:before] += stack.T @ grad_taps_group.view(-1, grad_taps_group.shape[-1])
+        grad_x = grad[:in_channels].transpose(0, 1)
+        return (grad_x, grad_biases, None, None, *grad_weights)
+
+
+class MSDNet(nn.Module):
+    """Mixed-Scale Dense network: `depth` layers of `width` maps, each a dilated 3x3 conv over all earlier maps.
+
+    No batch norm, reflect padding, Pelt's initialisation N(0, sqrt(2 / (9 (c_in + w (D - 1)) + c_out)))
+    with zero biases and a zero final layer (as in Pelt's `msdnet` package).
+    """
+
+    def __init__(self, in_channels: int = 3, out_channels: int = NUM_LABELS, depth: int = 100, width: int = 1,
+                 group_size: int = 10):
+        super().__init__()
+        if depth < 1 or width < 1 or group_size < 1:
+            raise ValueError("depth, width and group_size must be >= 1")
+        self.in_channels, self.out_channels, self.depth, self.width = in_channels, out_channels, depth, width
+        self.group_size = group_size  # layers per matrix multiply of the earlier maps (speed only)
+        std = math.sqrt(2.0 / (9 * (in_channels + width * (depth - 1)) + out_channels))
+        self.weights = nn.ParameterList(
+            nn.Parameter(torch.randn(width, in_channels + i * width, 3, 3) * std) for i in range(depth)
+        )
+        self.biases = nn.Parameter(torch.zeros(depth, width))
+        self.final = nn.Conv2d(in_channels + depth * width, out_channels, kernel_size=1)
+        nn.init.zeros_(self.final.weight)
+        nn.init.zeros_(self.final.bias)
+
+    def _final(self, maps: torch.Tensor) -> torch.Tensor:
+        """1x1 convolution over all maps of the (C, B, H, W) buffer -> (B, out, H, W)."""
+        weight = self.final.weight.view(self.out_channels, -1)
+        out = (weight @ maps.view(maps.shape[0], -1)).view(self.out_channels, *maps.shape[1:])
+        return (out + self.final.bias.view(-1, 1, 1, 1)).transpose(0, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        maps = _MSDLayers.apply(x, self.biases, self.group_size, self.width, *self.weights)
+        return self._final(maps)
+
+    def forward_naive(self, x: torch.Tensor) -> torch.Tensor:
+        """The textbook form (torch.cat + conv2d per map) on the same parameters: reference and benchmark."""
+        maps = [x]
+        for i, weight in enumerate(self.weights):
+            stack = torch.cat(maps, dim=1)
+            for j in range(self.width):
+                dilation = msd_dilation(i * self.width + j)
+                padded = F.pad(stack, (dilation,) * 4, mode="reflect")
+                out = F.conv2d(padded, weight[j : j + 1], self.biases[i, j : j + 1], dilation=dilation)
+                maps.append(torch.relu(out))
+        return self.final(torch.cat(maps, dim=1))
+
+
+# ---- U-net ----------------------------------------------------------------------------------------------
+
+
+def _double_conv(in_channels: int, out_channels: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, 3, padding=1, padding_mode="reflect", bias=False),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(out_channels, out_channels, 3, padding=1, padding_mode="reflect", bias=False),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(inplace=True),
+    )
+
+
+class UNet(nn.Module):
+    """U-net (Ronneberger 2015) with batch norm and concatenated skips; `depth` poolings.
+
+    Channels double at each pooling from `base_channels`. Any input size works: the input is padded
+    (reflect) to a multiple of 2**depth and the output cropped back.
+    """
+
+    def __init__(self, in_channels: int = 3, out_channels: int = NUM_LABELS, depth: int = 4,
+                 base_channels: int = 16):
+        super().__init__()
+        if depth < 1 or base_channels < 1:
+            raise ValueError("depth and base_channels must be >= 1")
+        self.depth = depth
+        channels = [base_channels * 2**level for level in range(depth + 1)]
+        self.down = nn.ModuleList(
+            _double_conv(c_in, c_out) for c_in, c_out in zip([in_channels, *channels[:-2]], channels[:-1])
+        )
+        self.bottom = _double_conv(channels[-2], channels[-1])
+        self.upsample = nn.ModuleList(
+            nn.ConvTranspose2d(channels[level + 1], channels[level], 2, stride=2) for level in range(depth)
+        )
+        self.up = nn.ModuleList(_double_conv(2 * channels[level], channels[level]) for level in range(depth))
+        self.head = nn.Conv2d(channels[0], out_channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        height, width = x.shape[-2:]
+        multiple = 2**self.depth
+        pad_rows, pad_cols = -height % multiple, -width % multiple
+        if pad_rows or pad_cols:
+            mode = "reflect" if pad_rows < height and pad_cols < width else "replicate"
+            x = F.pad(x, (0, pad_cols, 0, pad_rows), mode=mode)
+        skips = []
+        for block in self.down:
+            x = block(x)
+            skips.append(x)
+            x = F.max_pool2d(x, 2)
+        x = self.bottom(x)
+        for level in reversed(range(self.depth)):
+            x = self.up[level](torch.cat([skips[level], self.upsample[level](x)], dim=1))
+        return self.head(x)[..., :height, :width]
+
+
+# ---- shared helpers -------------------------------------------------------------------------------------
+
+
+def build_model(name: str, **kwargs) -> nn.Module:
+    """`msd` -> MSDNet(**kwargs), `unet` -> UNet(**kwargs); unknown names or arguments -> UserError."""
+    classes = {"msd": MSDNet, "unet": UNet}
+    if name not in classes:
+        raise UserError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}")
+    try:
+        return classes[name](**kwargs)
+    except (TypeError, ValueError) as error:
+        raise UserError(f"bad settings for model {name!r} ({kwargs}): {error}") from None
+
+
+def normalize_series(series: np.ndarray) -> np.ndarray:
+    """Each image of a series `(..., H, W)` minus its mean, divided by its std -> float32 numpy.
+
+    The one normalisation used in training and prediction: it removes the dose and vacuum level, so the
+    network sees contrast only. Takes numpy (convert torch tensors with `.numpy()`).
+    """
+    series = np.asarray(series, dtype=np.float64)
+    mean = series.mean(axis=(-2, -1), keepdims=True)
+    std = series.std(axis=(-2, -1), keepdims=True)
+    return ((series - mean) / np.maximum(std, 1e-12)).astype(np.float32)
+
+
+@torch.no_grad()
+def predict_softmax(net: nn.Module, series: np.ndarray) -> np.ndarray:
+    """Softmax probabilities `(NUM_LABELS, H, W)` of one raw focal series `(3, H, W)` (normalised here)."""
+    was_training = net.training
+    net.eval()
+    x = torch.from_numpy(normalize_series(series))[None]
+    probabilities = torch.softmax(net(x), dim=1)[0].numpy()
+    net.train(was_training)
+    return probabilities
+
+
+# ---- model files ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class LoadedModel:
+    """A network ready for inference (eval mode) with what it needs to be used correctly."""
+
+    net: nn.Module
+    name: str
+    kwargs: dict
+    sampling_A: float  # the sampling it was trained at: resample inputs to this
+    peak_params: dict = field(default_factory=dict)  # `hrtemnet.peaks.PeakConfig` fields
+    card: dict = field(default_factory=dict)  # provenance: data, steps, validation F1, ...
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The network inside a DistributedDataParallel wrapper (or the network itself)."""
+    return model.module if hasattr(model, "module") else model
+
+
+def save_model_bundle(path: str | Path, model: nn.Module, model_name: str, model_kwargs: dict,
+                      sampling_A: float, peak_params: dict, card: dict) -> Path:
+    """Write a small model file: float32 weights + what `load_model` needs to rebuild and use them."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: (v.float() if v.is_floating_point() else v).cpu() for k, v in unwrap(model).state_dict().items()}
+    bundle = {"format": BUNDLE_FORMAT, "model_name": model_name, "model_kwargs": dict(model_kwargs),
+              "sampling_A": float(sampling_A), "peak_params": dict(peak_params), "card": dict(card),
+              "state_dict": state}
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(bundle, tmp)
+    tmp.replace(path)  # never leave a half-written model file
+    return path
+
+
+def _resolve_model_path(spec: str | Path) -> Path:
+    if str(spec) in MODEL_NAMES:
+        path = SHIPPED_MODELS_DIR / f"{spec}.pt"
+        if not path.is_file():
+            raise UserError(f"no shipped {spec} model ({path} is missing); train one with "
+                            f"`hrtemnet train DATASET.zarr --model {spec} --out DIR` and pass DIR/best.pt")
+        return path
+    path = Path(spec)
+    if path.is_dir():
+        path = path / "best.pt"
+    if not path.is_file():
+        raise UserError(f"model {spec}: no such file; give {' or '.join(MODEL_NAMES)} or a model file (.pt)")
+    return path
+
+
+def load_model(spec: str | Path) -> LoadedModel:
+    """Load a shipped model (`msd`, `unet`), a model file, or a training folder (its best.pt)."""
+    path = _resolve_model_path(spec)
+    try:
+        bundle = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises many types for corrupt or foreign files
+        raise UserError(f"{path}: not a readable model file ({type(error).__name__})") from None
+    if not isinstance(bundle, dict) or bundle.get("format") != BUNDLE_FORMAT:
+        raise UserError(f"{path}: not an hrtemnet model file (write one with `hrtemnet train`)")
+    net = build_model(bundle["model_name"], **bundle["model_kwargs"])
+    try:
+        net.load_state_dict(bundle["state_dict"])
+    except RuntimeError:
+        raise UserError(f"{path}: weights do not fit a {bundle['model_name']} {bundle['model_kwargs']}") from None
+    return LoadedModel(net.eval(), bundle["model_name"], bundle["model_kwargs"], bundle["sampling_A"],
+                       bundle["peak_params"], bundle["card"])

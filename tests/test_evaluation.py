@@ -1,0 +1,169 @@
+"""`hrtemnet evaluate` on a tiny in-memory store with fake models (no simulation, no network)."""
+
+from __future__ import annotations
+
+import csv
+import sys
+import types
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from hrtemnet.cli import app
+from hrtemnet.columns import NUM_LABELS, Columns
+from hrtemnet.evaluation import EvaluationConfig, evaluate_models, resample_series
+
+SAMPLING_A = 0.15
+SHAPE = (112, 112)
+
+
+class FakeStore:
+    """Series whose channel c shows the columns of class c as Gaussian blobs."""
+
+    sampling_A = SAMPLING_A
+    image_shape = SHAPE
+
+    def __len__(self):
+        return 4
+
+    def read_columns(self, i):
+        rng = np.random.default_rng(i)
+        a, xy = 3.16, []
+        shift = rng.uniform(0, a, 2)
+        for m in range(-2, 9):
+            for n in range(-2, 9):
+                x, y = shift[0] + (m + n / 2) * a, shift[1] + n * a * np.sqrt(3) / 2
+                xy += [(x, y), (x + a / 2, y + a / (2 * np.sqrt(3)))]
+        xy = np.array(
+            [p for p in xy if 0 <= p[0] < SHAPE[1] * SAMPLING_A and 0 <= p[1] < SHAPE[0] * SAMPLING_A]
+        )
+        return Columns(xy, rng.integers(0, 3, len(xy)))
+
+    def read_images(self, i):
+        columns = self.read_columns(i)
+        rows, cols = np.mgrid[0 : SHAPE[0], 0 : SHAPE[1]] * SAMPLING_A
+        images = np.zeros((3, *SHAPE), dtype=np.float32)
+        for (x, y), c in zip(columns.xy_A, columns.class_index, strict=True):
+            images[c] += np.exp(-((cols - x) ** 2 + (rows - y) ** 2) / (2 * 0.35**2))
+        return images
+
+    def read_params(self, i):
+        return {
+            "substrate_graphene": float(i % 2),
+            "defocus_0_A": -30.0,
+            "defocus_1_A": 20.0,
+            "defocus_2_A": 70.0,
+        }
+
+
+@dataclass
+class FakeModel:
+    name: str
+    swap_s: bool = False  # confuses S2 and S
+    sampling_A: float = SAMPLING_A
+    peak_params: dict | None = None
+    card: str = ""
+    net: object = None
+
+
+def fake_predict(model, series):
+    probabilities = np.zeros((NUM_LABELS, *series.shape[1:]))
+    probabilities[1:] = np.clip(series, 0, 1) * 0.95
+    if model.swap_s:
+        probabilities[[2, 3]] = probabilities[[3, 2]]
+    probabilities[0] = 1 - probabilities[1:].sum(axis=0)
+    return probabilities
+
+
+class FakeNoiseConfig:
+    def __init__(self, dose_e_per_A2=None):
+        self.dose_e_per_A2 = dose_e_per_A2
+
+
+def fake_noise(images, sampling_A, rng, noise=None):
+    dose = (
+        noise.dose_e_per_A2
+        if noise and noise.dose_e_per_A2
+        else float(np.exp(rng.uniform(np.log(1e4), 11.5)))
+    )
+    return images + rng.normal(0, 30 / np.sqrt(dose), images.shape).astype(np.float32), dose
+
+
+@pytest.fixture
+def fakes(monkeypatch):
+    """Stand-ins for the simulation, prediction, dataset and model modules."""
+    modules = {
+        "hrtemnet.simulation": {"NoiseConfig": FakeNoiseConfig, "add_imaging_noise": fake_noise},
+        "hrtemnet.prediction": {"predict_probabilities": fake_predict},
+        "hrtemnet.dataset": {"open_store": lambda path: FakeStore()},
+        "hrtemnet.models": {"load_model": lambda spec: FakeModel(spec, swap_s=spec == "swapper")},
+    }
+    for name, attributes in modules.items():
+        module = types.ModuleType(name)
+        module.__dict__.update(attributes)
+        monkeypatch.setitem(sys.modules, name, module)
+
+
+def test_evaluate_models_writes_table_figures_and_report(fakes, tmp_path):
+    models = [FakeModel("good"), FakeModel("swapper", swap_s=True)]
+    config = EvaluationConfig(dose_sweep_e_per_A2=(1e3, 1e5), dose_sweep_images=2, progress=False)
+    result = evaluate_models(FakeStore(), models, tmp_path, config)
+
+    with open(tmp_path / "per_image.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 8 and {r["substrate"] for r in rows} == {"bare", "graphene"}
+    assert {"image_index", "dose_e_per_A2", "model", "f1", "position_f1", "f1_Mo", "f1_S2", "f1_S"} <= rows[
+        0
+    ].keys()
+    good = [s.f1 for s in result.scores["good"]]
+    swapped = [s.f1 for s in result.scores["swapper"]]
+    assert min(good) > 0.97 and max(swapped) < 0.9  # class confusion costs species-aware F1 ...
+    assert min(s.position_f1 for s in result.scores["swapper"]) > 0.97  # ... but not position F1
+    summary = {r["model"]: r for r in result.summary()}
+    assert summary["good"]["pooled_f1_S"] > 0.97 and summary["swapper"]["pooled_f1_S"] < 0.5
+    assert result.comparisons()[0]["a_better"] == 4
+
+    for name in ("f1_histograms.png", "example_series.png", "confusion_matrices.png", "f1_vs_dose.png"):
+        assert (tmp_path / name).stat().st_size > 10_000, name
+        assert f"]({name})" in (tmp_path / "report.md").read_text()
+
+
+def test_noise_does_not_depend_on_limit(fakes, tmp_path):
+    config = EvaluationConfig(dose_sweep_e_per_A2=(), progress=False)
+    full = evaluate_models(FakeStore(), [FakeModel("good")], tmp_path / "a", config)
+    config.limit = 2
+    part = evaluate_models(FakeStore(), [FakeModel("good")], tmp_path / "b", config)
+    assert [r["dose_e_per_A2"] for r in part.rows] == [r["dose_e_per_A2"] for r in full.rows[:2]]
+    assert not (tmp_path / "b" / "f1_vs_dose.png").exists()
+
+
+def test_resample_series_keeps_positions():
+    series = FakeStore().read_images(0)
+    coarse = resample_series(series, SAMPLING_A, 0.3)
+    assert coarse.shape == (3, 56, 56)
+    np.testing.assert_allclose(coarse[:, 10, 20], series[:, 20, 40], atol=1e-5)
+
+
+def test_evaluate_command(fakes, tmp_path):
+    store = tmp_path / "val.zarr"
+    store.mkdir()
+    runner = CliRunner()
+    args = [
+        "evaluate",
+        str(store),
+        "--model",
+        "good",
+        "--model",
+        "swapper",
+        "--out-dir",
+        str(tmp_path / "out"),
+    ]
+    result = runner.invoke(app, [*args, "--limit", "2", "--dose-sweep", "", "--dose", "2e4"])
+    assert result.exit_code == 0, result.output
+    assert "report:" in result.output and (tmp_path / "out" / "report.md").exists()
+    for bad in (["--dose", "-1"], ["--limit", "0"], ["--dose-sweep", "1e4,x"]):
+        assert runner.invoke(app, [*args, *bad]).exit_code == 2, bad
+    missing = ["evaluate", str(tmp_path / "nope.zarr"), "--model", "good", "--out-dir", str(tmp_path / "o")]
+    assert runner.invoke(app, missing).exit_code == 2

@@ -1,0 +1,233 @@
+"""Matching and F1 (hrtemnet.metrics) and the `hrtemnet score` command."""
+
+from __future__ import annotations
+
+import csv
+import itertools
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from hrtemnet.cli import app
+from hrtemnet.columns import Columns, write_columns_csv
+from hrtemnet.metrics import ImageScore, match_columns, score_image, total_score
+
+SIZE = (20.0, 20.0)
+MO, S2, S = 0, 1, 2
+
+
+def cols(*points):
+    """Columns from (x, y, class) triples."""
+    if not points:
+        return Columns.empty()
+    array = np.array(points, dtype=float)
+    return Columns(array[:, :2], array[:, 2].astype(int))
+
+
+def test_two_predictions_near_one_column_give_one_tp_and_one_fp():
+    score = score_image(cols((10, 10, MO)), cols((10.1, 10, MO), (10, 10.2, MO)), SIZE)
+    assert (score.tp, score.fp, score.fn) == (1, 1, 0)
+    assert score.f1 == pytest.approx(2 / 3)
+    assert score.rms_error_A == pytest.approx(0.1)  # the nearer prediction is the match
+
+
+def test_class_swap_gives_one_fp_and_one_fn():
+    score = score_image(cols((10, 10, S2)), cols((10.1, 10, S)), SIZE)
+    assert (score.tp, score.fp, score.fn) == (0, 1, 1)
+    assert score.f1 == 0.0 and score.position_f1 == 1.0
+    assert score.per_class["S2"].fn == 1 and score.per_class["S"].fp == 1
+    assert score.confusion[S2, S] == 1
+
+
+def test_prediction_beyond_radius_is_not_matched():
+    score = score_image(cols((10, 10, MO)), cols((10.51, 10, MO)), SIZE)
+    assert (score.tp, score.fp, score.fn) == (0, 1, 1)
+
+
+def test_matching_maximises_pairs_where_nearest_first_would_not():
+    # Nearest-first pairs the middle prediction with the right column and leaves two unmatched.
+    truth = cols((10, 10, MO), (10.9, 10, MO))
+    pred = cols((10.49, 10, MO), (11.35, 10, MO))
+    assert score_image(truth, pred, SIZE).tp == 2
+
+
+def test_border_band_is_left_out_on_both_sides():
+    truth = cols((1.5, 10, MO), (10, 10, MO), (10, 18.5, S2))
+    pred = cols((10, 10, MO), (19, 5, S), (2.5, 2.5, S))  # the last one is inside: a false column
+    score = score_image(truth, pred, SIZE)
+    assert (score.n_true, score.n_pred, score.tp, score.fp, score.fn) == (1, 2, 1, 1, 0)
+    assert score_image(truth, pred, SIZE, border_A=0).n_true == 3
+
+
+@pytest.mark.parametrize(
+    ("truth", "pred", "f1"),
+    [
+        (cols(), cols(), 1.0),  # nothing to find and nothing found
+        (cols((10, 10, MO)), cols(), 0.0),
+        (cols(), cols((10, 10, MO)), 0.0),
+        (cols((0.5, 0.5, MO)), cols((19.5, 0.5, S)), 1.0),  # everything in the border band
+    ],
+)
+def test_empty_cases(truth, pred, f1):
+    score = score_image(truth, pred, SIZE)
+    assert score.f1 == f1 and score.position_f1 == f1
+    assert all(0.0 <= s.precision <= 1.0 and 0.0 <= s.recall <= 1.0 for s in score.per_class.values())
+
+
+def test_total_score_pools_counts():
+    a = score_image(cols((10, 10, MO)), cols((10, 10, MO)), SIZE)
+    b = score_image(cols((10, 10, S2)), cols((10, 10, S)), SIZE)
+    total = total_score([a, b])
+    assert (total.tp, total.fp, total.fn) == (1, 1, 1)
+    assert total.per_class["Mo"].f1 == 1.0 and total.per_class["S2"].f1 == 0.0
+    assert total_score([]).f1 == 1.0 and isinstance(total, ImageScore)
+
+
+def test_match_columns_empty():
+    ti, pi, d = match_columns(np.zeros((0, 2)), np.ones((3, 2)))
+    assert len(ti) == len(pi) == len(d) == 0
+
+
+# ---- an independent implementation of DESIGN.md's F1, and `hrtemnet score` against it ----------
+
+
+def brute_force_f1(truth, pred, size, radius=0.5, border=2.0):
+    """Exhaustive matching per connected group of nearby columns: most pairs, then least distance."""
+
+    def inside(p):
+        return border <= p[0] <= size[0] - border and border <= p[1] <= size[1] - border
+
+    t = [(x, y, c) for x, y, c in truth if inside((x, y))]
+    p = [(x, y, c) for x, y, c in pred if inside((x, y))]
+    near = {
+        (i, j): np.hypot(t[i][0] - p[j][0], t[i][1] - p[j][1]) for i in range(len(t)) for j in range(len(p))
+    }
+    near = {k: d for k, d in near.items() if d <= radius}
+    # connected groups of true ('t', i) and predicted ('p', j) columns
+    group_of = {}
+    for start in [("t", i) for i in range(len(t))] + [("p", j) for j in range(len(p))]:
+        if start in group_of:
+            continue
+        stack, group_of[start] = [start], start
+        while stack:
+            side, k = stack.pop()
+            others = (
+                [("p", j) for (i, j) in near if i == k]
+                if side == "t"
+                else [("t", i) for (i, j) in near if j == k]
+            )
+            for other in others:
+                if other not in group_of:
+                    group_of[other] = start
+                    stack.append(other)
+    tp = 0
+    for root in set(group_of.values()):
+        edges = [(i, j) for (i, j) in near if group_of[("t", i)] == root]
+        best = (0, 0.0, ())
+        for r in range(len(edges), 0, -1):
+            for subset in itertools.combinations(edges, r):
+                ts, ps = [e[0] for e in subset], [e[1] for e in subset]
+                if len(set(ts)) == r and len(set(ps)) == r:
+                    key = (r, -sum(near[e] for e in subset), subset)
+                    if key[:2] > best[:2]:
+                        best = key
+            if best[0]:
+                break  # fewer pairs cannot beat a matching of r pairs
+        tp += sum(t[i][2] == p[j][2] for i, j in best[2])
+    fp, fn = len(p) - tp, len(t) - tp
+    return 1.0 if 2 * tp + fp + fn == 0 else 2 * tp / (2 * tp + fp + fn)
+
+
+def random_image(rng, size=SIZE):
+    """A MoS2-like honeycomb of columns and a perturbed prediction of it (as (x, y, class) lists)."""
+    a, truth = 3.16, []
+    shift = rng.uniform(0, a, 2)
+    for i, j in itertools.product(range(-8, 12), repeat=2):
+        x, y = shift[0] + (i + j / 2) * a, shift[1] + j * a * np.sqrt(3) / 2
+        for dx, dy, c in ((0, 0, MO), (a / 2, a / (2 * np.sqrt(3)), S2 if rng.random() > 0.1 else S)):
+            if 0 <= x + dx <= size[0] and 0 <= y + dy <= size[1]:
+                truth.append((x + dx, y + dy, c))
+    pred = []
+    for x, y, c in truth:
+        if rng.random() < 0.1:
+            continue  # missed
+        c_pred = int(rng.integers(3)) if rng.random() < 0.15 else c
+        pred.append((x + rng.normal(0, 0.25), y + rng.normal(0, 0.25), c_pred))
+        if rng.random() < 0.1:  # duplicate near the same column
+            pred.append((x + rng.normal(0, 0.3), y + rng.normal(0, 0.3), c))
+    pred += [(*rng.uniform(0, size[0], 2), int(rng.integers(3))) for _ in range(3)]
+    return truth, pred
+
+
+def write_csv(path, points):
+    write_columns_csv(path, cols(*points) if points else Columns.empty())
+
+
+def test_score_command_agrees_with_brute_force(tmp_path):
+    rng = np.random.default_rng(7)
+    expected = {}
+    for k in range(6):
+        truth, pred = random_image(rng)
+        write_csv(tmp_path / "truth" / f"img{k}.csv", truth)
+        write_csv(tmp_path / "pred" / f"img{k}.csv", pred)
+        expected[f"img{k}.csv"] = brute_force_f1(truth, pred, SIZE)
+    out = tmp_path / "scores.csv"
+    result = CliRunner().invoke(
+        app,
+        [
+            "score",
+            str(tmp_path / "truth"),
+            str(tmp_path / "pred"),
+            "--width-A",
+            "20",
+            "--height-A",
+            "20",
+            "--out",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    with open(out) as f:
+        got = {row["image"]: float(row["f1"]) for row in csv.DictReader(f)}
+    assert got.keys() == expected.keys()
+    for name, f1 in expected.items():
+        assert got[name] == pytest.approx(f1, abs=1e-3), name
+    assert 0.3 < np.mean(list(expected.values())) < 0.95  # the perturbations do matter
+    mean_line = [line for line in result.output.splitlines() if "mean F1" in line][0]
+    assert float(mean_line.split("mean F1")[1].split()[0]) == pytest.approx(
+        np.mean(list(expected.values())), abs=1e-3
+    )
+
+
+def test_score_command_default_extent_is_truth_bounding_box(tmp_path):
+    truth = [(10 + 1.5 * i, 30 + 1.5 * j, MO) for i in range(5) for j in range(5)]  # box 10..16, 30..36
+    write_csv(tmp_path / "t.csv", truth)
+    write_csv(tmp_path / "p.csv", truth[:-1])  # misses (16, 36), which lies in the border band
+    result = CliRunner().invoke(app, ["score", str(tmp_path / "t.csv"), str(tmp_path / "p.csv")])
+    assert result.exit_code == 0, result.output
+    assert "mean F1 1.0000" in result.output
+
+
+def test_score_command_bad_inputs_exit_2(tmp_path):
+    runner = CliRunner()
+    write_csv(tmp_path / "t" / "a.csv", [(10, 10, MO)])
+    write_csv(tmp_path / "t" / "b.csv", [(10, 10, MO)])
+    write_csv(tmp_path / "p" / "a.csv", [(10, 10, MO)])
+    (tmp_path / "p" / "b.csv").write_text("x_A,y_A,class\n1,2,Zr\n")  # unknown class
+    write_csv(tmp_path / "p" / "c.csv", [(10, 10, MO)])  # no truth for it
+
+    result = runner.invoke(app, ["score", str(tmp_path / "t"), str(tmp_path / "p"), "--border-A", "0"])
+    assert result.exit_code == 2
+    assert "mean F1 1.0000 over 1 image" in result.output  # a.csv is still scored
+    assert "b.csv" in result.output and "c.csv" in result.output
+
+    for args in (
+        [str(tmp_path / "missing.csv"), str(tmp_path / "p" / "a.csv")],
+        [str(tmp_path / "t" / "a.csv"), str(tmp_path / "p")],  # file and folder
+        [str(tmp_path / "t" / "a.csv"), str(tmp_path / "p" / "b.csv")],  # unreadable CSV
+        [str(tmp_path / "t" / "a.csv"), str(tmp_path / "p" / "a.csv"), "--match-radius-A", "0"],
+    ):
+        result = runner.invoke(app, ["score", *args])
+        assert result.exit_code == 2, args
+        assert "error:" in result.output and "Traceback" not in result.output

@@ -1,0 +1,83 @@
+"""Peak extraction (hrtemnet.peaks) on synthetic probability maps."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from hrtemnet.columns import NUM_LABELS, Columns
+from hrtemnet.metrics import match_columns
+from hrtemnet.peaks import PeakConfig, choose_peak_config, extract_columns
+
+SAMPLING_A = 0.15
+SHAPE = (128, 128)
+
+
+def synthetic_columns(rng, n=40, spacing_A=2.0):
+    """Random sub-pixel columns at least `spacing_A` apart, away from the edges."""
+    xy = []
+    while len(xy) < n:
+        p = rng.uniform(1.0, SHAPE[1] * SAMPLING_A - 1.0, 2)
+        if all(np.hypot(*(p - q)) >= spacing_A for q in xy):
+            xy.append(p)
+    return Columns(np.array(xy), rng.integers(0, 3, n))
+
+
+def probability_maps(columns, sigma_A=0.35, heights=None, saturate=False):
+    """Softmax-like maps: a Gaussian blob per column in its class channel, the rest background."""
+    rows, cols = np.mgrid[0 : SHAPE[0], 0 : SHAPE[1]] * SAMPLING_A
+    maps = np.zeros((NUM_LABELS, *SHAPE))
+    heights = np.full(len(columns), 0.95) if heights is None else heights
+    for (x, y), c, h in zip(columns.xy_A, columns.class_index, heights, strict=True):
+        blob = np.exp(-((cols - x) ** 2 + (rows - y) ** 2) / (2 * sigma_A**2))
+        maps[1 + c] += np.minimum(3 * blob, 1.0) * h if saturate else h * blob
+    maps[0] = 1.0 - maps[1:].sum(axis=0)
+    return maps
+
+
+@pytest.mark.parametrize("saturate", [False, True])
+def test_recovers_gaussian_columns_to_sub_pixel_precision(saturate):
+    rng = np.random.default_rng(1)
+    truth = synthetic_columns(rng)
+    found = extract_columns(probability_maps(truth, saturate=saturate), SAMPLING_A)
+    assert len(found) == len(truth)
+    ti, pi, distance = match_columns(truth.xy_A, found.xy_A, 0.5)
+    assert len(ti) == len(truth)
+    assert distance.max() < 0.05  # Å; pixels are 0.15 Å
+    assert np.array_equal(truth.class_index[ti], found.class_index[pi])
+    assert np.all((found.score > 0.88) & (found.score < 0.951))  # peak height on the pixel grid
+
+
+def test_threshold_and_min_distance():
+    truth = Columns([[5.0, 5.0], [10.0, 10.0], [10.9, 10.0]], [0, 1, 2])
+    maps = probability_maps(truth, sigma_A=0.2, heights=np.array([0.3, 0.9, 0.8]))
+    default = extract_columns(maps, SAMPLING_A)
+    assert len(default) == 1 and default.class_index[0] == 1  # weak peak below 0.5, close one suppressed
+    loose = extract_columns(maps, SAMPLING_A, PeakConfig(threshold=0.2, min_distance_A=0.5))
+    assert len(loose) == 3
+
+
+def test_no_columns():
+    maps = np.zeros((NUM_LABELS, *SHAPE))
+    maps[0] = 1.0
+    assert len(extract_columns(maps, SAMPLING_A)) == 0
+    with pytest.raises(ValueError):
+        extract_columns(maps[:3], SAMPLING_A)
+
+
+def test_choose_peak_config_rejects_weak_false_peaks():
+    rng = np.random.default_rng(2)
+    validation = []
+    for _ in range(2):
+        truth = synthetic_columns(rng, n=30, spacing_A=2.5)
+        decoys = synthetic_columns(rng, n=10, spacing_A=2.5)
+        keep = np.all(np.hypot(*(decoys.xy_A[:, None] - truth.xy_A[None]).transpose(2, 0, 1)) > 2.0, axis=1)
+        both = Columns(
+            np.vstack([truth.xy_A, decoys.xy_A[keep]]), np.r_[truth.class_index, decoys.class_index[keep]]
+        )
+        heights = np.r_[np.full(len(truth), 0.9), np.full(keep.sum(), 0.4)]
+        validation.append((probability_maps(both, heights=heights), truth, (SHAPE[1] * SAMPLING_A,) * 2))
+    base = PeakConfig(threshold=0.5, class_radius_A=0.3)
+    chosen = choose_peak_config(validation, SAMPLING_A, base, thresholds=(0.1, 0.2, 0.3, 0.45, 0.6, 0.95))
+    assert chosen.threshold == 0.45
+    assert chosen.class_radius_A == 0.3  # the rest of the base config is kept
