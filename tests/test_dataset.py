@@ -3,8 +3,16 @@ import json
 import numpy as np
 import pytest
 
-from hrtemnet.dataset import (DatasetConfig, _simulate_and_write, create_store, load_config, missing_indices,
-                              open_group, open_store, simulate_dataset)
+from hrtemnet.dataset import (
+    DatasetConfig,
+    _simulate_and_write,
+    create_store,
+    load_config,
+    missing_indices,
+    open_group,
+    open_store,
+    simulate_dataset,
+)
 from hrtemnet.errors import UserError
 
 

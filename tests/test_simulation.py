@@ -2,8 +2,13 @@ import numpy as np
 import pytest
 from ase import Atoms
 
-from hrtemnet.simulation import (NoiseConfig, OpticsParams, SimulationConfig, add_imaging_noise,
-                                 simulate_focal_series)
+from hrtemnet.simulation import (
+    NoiseConfig,
+    OpticsParams,
+    SimulationConfig,
+    add_imaging_noise,
+    simulate_focal_series,
+)
 from hrtemnet.structures import random_structure
 
 STATIC = SimulationConfig(num_phonons=0)

@@ -78,9 +78,14 @@ def simulate_series_command(
     """Simulate one focal series of your own structure, e.g. to compare with an experiment."""
     import numpy as np
 
+    from hrtemnet.simulation import (
+        NoiseConfig,
+        OpticsParams,
+        SimulationConfig,
+        add_imaging_noise,
+        simulate_focal_series,
+    )
     from hrtemnet.structures import read_structure
-    from hrtemnet.simulation import (NoiseConfig, OpticsParams, SimulationConfig, add_imaging_noise,
-                                     simulate_focal_series)
 
     if no_noise and dose is not None:
         raise UserError("--no-noise and --dose contradict each other; give one of them")

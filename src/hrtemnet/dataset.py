@@ -22,7 +22,7 @@ import numpy as np
 from hrtemnet.columns import Columns
 from hrtemnet.errors import UserError
 from hrtemnet.progress import progress_bar
-from hrtemnet.simulation import OpticsRanges, SimulationConfig, output_shape, simulate_focal_series
+from hrtemnet.simulation import OpticsRanges, SimulationConfig, simulate_focal_series
 from hrtemnet.structures import StructureConfig, random_structure
 
 STORE_FORMAT = "hrtemnet-series-v1"
