@@ -30,7 +30,5 @@ hrtemnet train "$data/train.zarr" --model msd --depth "$MSD_DEPTH" --out "$out/m
 hrtemnet train "$data/train.zarr" --model unet --base-channels "$UNET_BASE" --out "$out/unet" "${common[@]}" &
 wait
 
-for split in bare graphene; do
-  hrtemnet evaluate "$data/val_$split.zarr" --model "$out/msd/best.pt" --model "$out/unet/best.pt" \
-    --out-dir "$here/results/$split"
-done
+hrtemnet evaluate "$data/val_bare.zarr" "$data/val_graphene.zarr" --model "$out/msd/best.pt" \
+  --model "$out/unet/best.pt" --out-dir "$here/results"

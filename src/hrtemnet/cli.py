@@ -207,7 +207,8 @@ def score_command(
 
 @command("evaluate")
 def evaluate_command(
-    dataset: Path = typer.Argument(..., help="Validation dataset: a zarr store from `hrtemnet simulate`."),
+    dataset: list[Path] = typer.Argument(..., help="Validation dataset(s): zarr stores from `hrtemnet simulate`, "
+                                         "read as one (e.g. a bare and a graphene set)."),
     model: list[str] = typer.Option(..., "--model", help="Model (shipped name or checkpoint); repeat."),
     out_dir: Path = typer.Option(..., "--out-dir", help="Folder for per_image.csv, figures and report.md."),
     dose: float | None = typer.Option(
@@ -231,10 +232,34 @@ def evaluate_command(
         raise UserError("--limit must be >= 1, --dose-sweep-images and --example >= 0")
     config = EvaluationConfig(dose_e_per_A2=dose, limit=limit, seed=seed, dose_sweep_e_per_A2=tuple(sweep),
                               dose_sweep_images=dose_sweep_images, example_index=example)
-    result = run_evaluation(existing_path(dataset, "dataset"), model, out_dir, config)
+    result = run_evaluation([existing_path(d, "dataset") for d in dataset], model, out_dir, config)
     console.print(summary_table(result))
     for c in result.comparisons():
         console.print(f"{c['a']} - {c['b']}: mean F1 difference {c['mean_difference']:+.4f}, better on "
                       f"{c['a_better']} / {c['b_better']} images (ties {c['ties']}), "
                       f"Wilcoxon p = {c['wilcoxon_p']:.2g}", highlight=False, soft_wrap=True)
     console.print(f"report: {result.files['report']}")
+
+
+# --- demo -------------------------------------------------------------------------------------------------
+
+
+@command("demo")
+def demo_command(
+    out_dir: Path = typer.Option(Path("hrtemnet_demo"), "--out-dir", help="Folder for the figure and tables."),
+    n: int = typer.Option(4, "--n", help="Number of fresh focal series (alternating bare / on graphene)."),
+    seed: int = typer.Option(2026, help="Seed of the simulated series and their noise."),
+    dose: float = typer.Option(3e4, help="Electron dose in e/Å²."),
+):
+    """Simulate fresh focal series, run the shipped MSD-net and U-net, print F1 and draw the columns."""
+    from hrtemnet.demo import DemoConfig, run_demo
+    from hrtemnet.evaluation import summary_table
+
+    if n < 1 or not dose > 0:
+        raise UserError("--n must be at least 1 and --dose a positive number of electrons per Å²")
+    result = run_demo(out_dir, DemoConfig(num_series=n, seed=seed, dose_e_per_A2=dose))
+    for index in range(n):
+        scores = ", ".join(f"{name} F1 {result.scores[name][index].f1:.3f}" for name in result.model_names)
+        console.print(f"series {index} ({result.substrates[index]}): {scores}", highlight=False)
+    console.print(summary_table(result))
+    console.print(f"figure: {result.files['example']}\nreport: {result.files['report']}", highlight=False)

@@ -299,3 +299,77 @@ class SeriesStore:
 
 def open_store(path: str | Path) -> SeriesStore:
     return SeriesStore(path)
+
+
+class InMemorySeries:
+    """Samples held in memory with the read interface of `SeriesStore` (used by the demo)."""
+
+    def __init__(self, samples: list[tuple[np.ndarray, Columns, dict]], sampling_A: float):
+        if not samples:
+            raise UserError("no samples to hold")
+        self.samples = samples
+        self.sampling_A = float(sampling_A)
+        self.image_shape = tuple(samples[0][0].shape[-2:])
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def read_images(self, index: int) -> np.ndarray:
+        return self.samples[index][0]
+
+    def read_columns(self, index: int) -> Columns:
+        return self.samples[index][1]
+
+    def read_params(self, index: int) -> dict[str, float]:
+        return self.samples[index][2]
+
+    def completed(self) -> np.ndarray:
+        return np.ones(len(self), dtype=bool)
+
+
+class ConcatenatedStores:
+    """Several stores of the same sampling and image shape read as one (e.g. bare + graphene validation)."""
+
+    def __init__(self, stores: list):
+        if not stores:
+            raise UserError("no datasets given")
+        first = stores[0]
+        for store in stores[1:]:
+            if store.sampling_A != first.sampling_A or store.image_shape != first.image_shape:
+                raise UserError(f"{getattr(store, 'path', 'a dataset')} has sampling {store.sampling_A} Å and "
+                                f"images {store.image_shape}, unlike the first ({first.sampling_A} Å, "
+                                f"{first.image_shape}); evaluate them separately")
+        self.stores = stores
+        self.sampling_A = first.sampling_A
+        self.image_shape = first.image_shape
+        self.offsets = np.cumsum([0] + [len(s) for s in stores])
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def _locate(self, index: int):
+        if not 0 <= index < len(self):
+            raise IndexError(f"sample {index} is outside 0..{len(self) - 1}")
+        which = int(np.searchsorted(self.offsets, index, side="right") - 1)
+        return self.stores[which], index - int(self.offsets[which])
+
+    def read_images(self, index: int) -> np.ndarray:
+        store, local = self._locate(index)
+        return store.read_images(local)
+
+    def read_columns(self, index: int) -> Columns:
+        store, local = self._locate(index)
+        return store.read_columns(local)
+
+    def read_params(self, index: int) -> dict[str, float]:
+        store, local = self._locate(index)
+        return store.read_params(local)
+
+    def completed(self) -> np.ndarray:
+        return np.concatenate([s.completed() for s in self.stores])
+
+
+def open_stores(paths: list[str | Path]):
+    """One store, or several read as one."""
+    stores = [open_store(p) for p in paths]
+    return stores[0] if len(stores) == 1 else ConcatenatedStores(stores)

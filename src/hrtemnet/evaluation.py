@@ -115,12 +115,12 @@ def resample_series(series: np.ndarray, from_sampling_A: float, to_sampling_A: f
     )
 
 
-def run_evaluation(dataset: Path, model_specs: Sequence[str], out_dir: Path, config: EvaluationConfig):
-    """Open the store, load the models and evaluate them; the entry point of `hrtemnet evaluate`."""
-    from hrtemnet.dataset import open_store
+def run_evaluation(datasets: Sequence[Path], model_specs: Sequence[str], out_dir: Path, config: EvaluationConfig):
+    """Open the stores (read as one), load the models and evaluate them; the entry point of `hrtemnet evaluate`."""
+    from hrtemnet.dataset import open_stores
     from hrtemnet.models import load_model
 
-    store = open_store(dataset)
+    store = open_stores(list(datasets))
     models = [load_model(spec) for spec in model_specs]
     return evaluate_models(store, models, out_dir, config)
 
