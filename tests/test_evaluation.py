@@ -97,7 +97,7 @@ def fakes(monkeypatch):
     modules = {
         "hrtemnet.simulation": {"NoiseConfig": FakeNoiseConfig, "add_imaging_noise": fake_noise},
         "hrtemnet.prediction": {"predict_probabilities": fake_predict},
-        "hrtemnet.dataset": {"open_store": lambda path: FakeStore()},
+        "hrtemnet.dataset": {"open_store": lambda path: FakeStore(), "open_stores": lambda paths: FakeStore()},
         "hrtemnet.models": {"load_model": lambda spec: FakeModel(spec, swap_s=spec == "swapper")},
     }
     for name, attributes in modules.items():
