@@ -80,3 +80,32 @@ def test_dose_noise_is_poisson_with_the_right_mean_and_variance():
     assert noisy.var() * electrons_per_pixel == pytest.approx(1.0, rel=0.05)
     _, drawn = add_imaging_noise(images, 0.15, rng)
     assert 1e4 <= drawn <= 1e5
+
+
+def test_frozen_phonons_displace_each_atom_with_the_sigma_of_its_coordination():
+    import abtem
+
+    from hrtemnet.simulation import phonon_sigmas
+    from hrtemnet.structures import StructureConfig
+    from hrtemnet.vibrations import VibrationTable, coordination_numbers
+
+    # distinct sigmas per (element, coordination), so a mix-up cannot pass
+    entries = {("Mo", 6): (0.04, 0.06), ("Mo", 5): (0.08, 0.10), ("Mo", 4): (0.12, 0.14), ("Mo", 3): (0.16, 0.18),
+               ("S", 3): (0.05, 0.07), ("S", 2): (0.11, 0.13), ("S", 1): (0.2, 0.22)}
+    table = VibrationTable(300.0, "test", entries)
+    config = StructureConfig(sheet_probability=0.0, graphene_probability=0.0)
+    atoms = random_structure(np.random.default_rng(3), config).atoms
+    frozen = abtem.FrozenPhonons(atoms, num_configs=300, sigmas=phonon_sigmas(atoms, table), seed=0)
+    displacements = np.stack([a.positions - atoms.positions for a in frozen.to_atoms_ensemble().trajectory])
+    symbols = np.array(atoms.get_chemical_symbols())
+    coordination = coordination_numbers(atoms)
+    checked = 0
+    for (element, cn), (sigma_xy, sigma_z) in entries.items():
+        group = (symbols == element) & (coordination == cn)
+        if group.sum() < 3:
+            continue
+        measured = displacements[:, group]
+        assert measured[..., :2].std() == pytest.approx(sigma_xy, rel=0.06), (element, cn)
+        assert measured[..., 2].std() == pytest.approx(sigma_z, rel=0.08), (element, cn)
+        checked += 1
+    assert checked >= 3  # bulk and edge coordinations of a flake
