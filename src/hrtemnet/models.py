@@ -57,15 +57,32 @@ def _shifted_sum(taps: torch.Tensor, dilation: int) -> torch.Tensor:
     return out
 
 
-def _shifted_sum_adjoint(grad: torch.Tensor, dilation: int) -> torch.Tensor:
-    """Adjoint of `_shifted_sum`: gradient (B, H, W) of the sum -> gradient (9, B, H, W) of the taps."""
-    batch, height, width = grad.shape
-    padded = grad.new_zeros((9, batch, height + 2 * dilation, width + 2 * dilation))
+def _reflect_shift_adjoint(grad: torch.Tensor, shift: int, dim: int, out: torch.Tensor) -> None:
+    """out = adjoint of `y[i] = t[reflect(i + shift)]` along `dim`, applied to `grad` (a copy + a folded strip)."""
+    n, size = grad.shape[dim], abs(shift)
+    if shift == 0:
+        out.copy_(grad)
+    elif shift > 0:
+        out.narrow(dim, 0, size).zero_()
+        out.narrow(dim, size, n - size).copy_(grad.narrow(dim, 0, n - size))
+        out.narrow(dim, n - 1 - size, size).add_(grad.narrow(dim, n - size, size).flip(dim))
+    else:
+        out.narrow(dim, n - size, size).zero_()
+        out.narrow(dim, 0, n - size).copy_(grad.narrow(dim, size, n - size))
+        out.narrow(dim, 1, size).add_(grad.narrow(dim, 0, size).flip(dim))
+
+
+def _shifted_sum_adjoint(grad: torch.Tensor, dilation: int, out: torch.Tensor) -> None:
+    """Adjoint of `_shifted_sum`: gradient (B, H, W) of the sum -> `out` (9, B, H, W), gradient of the taps.
+
+    Reflect padding is separable, so rows are done once per tap row and columns per tap.
+    """
+    by_row = grad.new_empty((3, *grad.shape))
+    for row in range(3):
+        _reflect_shift_adjoint(grad, (row - 1) * dilation, -2, by_row[row])
     for tap in range(9):
         row, col = divmod(tap, 3)
-        padded[tap, :, row * dilation : row * dilation + height, col * dilation : col * dilation + width] = grad
-    shape_only = grad.new_empty((9, batch, height, width))
-    return torch.ops.aten.reflection_pad2d_backward(padded, shape_only, [dilation] * 4)
+        _reflect_shift_adjoint(by_row[row], (col - 1) * dilation, -1, out[tap])
 
 
 class _MSDLayers(torch.autograd.Function):
@@ -87,7 +104,7 @@ class _MSDLayers(torch.autograd.Function):
                 taps = taps_group[i - first]
                 k = in_channels + i * width
                 if k > before:  # maps made earlier in this group
-                    taps = taps + (_taps_rows(weights[i][:, before:k]) @ flat[before:k]).view(taps.shape)
+                    taps += (_taps_rows(weights[i][:, before:k]) @ flat[before:k]).view(taps.shape)
                 for j in range(width):
                     out = _shifted_sum(taps[j], msd_dilation(i * width + j))
                     maps[k + j] = torch.relu_(out.add_(biases[i, j]))
@@ -115,18 +132,23 @@ class _MSDLayers(torch.autograd.Function):
                     grad_out = grad[k + j] * (maps[k + j] > 0)  # ReLU mask from the stored output
                     grad_biases[i, j] = grad_out.sum()
                     dilation = msd_dilation(i * width + j)
-                    grad_taps_group[i - first, j * 9 : (j + 1) * 9] = _shifted_sum_adjoint(
-                        grad_out, dilation
-                    ).view(9, -1)
-                grad_taps = grad_taps_group[i - first]
-                grad_rows = [grad_taps @ flat[:before].T]
+                    slot = grad_taps_group[i - first, j * 9 : (j + 1) * 9].view(9, batch, height, width_px)
+                    _shifted_sum_adjoint(grad_out, dilation, slot)
                 if k > before:  # maps made earlier in this group get their gradient before their layer runs
-                    grad_rows.append(grad_taps @ flat[before:k].T)
+                    grad_taps = grad_taps_group[i - first]
+                    grad_weights[i] = grad_taps @ flat[before:k].T
                     grad_flat[before:k] += _taps_rows(weights[i][:, before:k]).T @ grad_taps
-                rows = torch.cat(grad_rows, dim=1)  # (w * 9, k)
-                grad_weights[i] = rows.view(width, 3, 3, k).permute(0, 3, 1, 2).contiguous()
+            # One multiply each for the gradients from and to the maps that exist before the group.
+            grad_taps_all = grad_taps_group.view(-1, grad_taps_group.shape[-1])
+            grad_rows_before = (grad_taps_all @ flat[:before].T).view(last - first, width * 9, before)
             stack = torch.cat([_taps_rows(weights[i][:, :before]) for i in range(first, last)])
-            grad_flat[:before] += stack.T @ grad_taps_group.view(-1, grad_taps_group.shape[-1])
+            grad_flat[:before] += stack.T @ grad_taps_all
+            for i in range(first, last):
+                k = in_channels + i * width
+                rows = grad_rows_before[i - first]
+                if grad_weights[i] is not None:
+                    rows = torch.cat([rows, grad_weights[i]], dim=1)  # (w * 9, k)
+                grad_weights[i] = rows.reshape(width, 3, 3, k).permute(0, 3, 1, 2).contiguous()
         grad_x = grad[:in_channels].transpose(0, 1)
         return (grad_x, grad_biases, None, None, *grad_weights)
 
@@ -206,7 +228,7 @@ class UNet(nn.Module):
         self.depth = depth
         channels = [base_channels * 2**level for level in range(depth + 1)]
         self.down = nn.ModuleList(
-            _double_conv(c_in, c_out) for c_in, c_out in zip([in_channels, *channels[:-2]], channels[:-1])
+            _double_conv(c_in, c_out) for c_in, c_out in zip([in_channels, *channels[:-2]], channels[:-1], strict=True)
         )
         self.bottom = _double_conv(channels[-2], channels[-1])
         self.upsample = nn.ModuleList(

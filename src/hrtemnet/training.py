@@ -1,0 +1,357 @@
+"""Training: targets, an on-the-fly noisy dataset, and `train` (checkpoints, resume, log, DDP).
+
+Targets: a label map with disks of `LABEL_RADIUS_A` = 0.45 Å (3 px at 0.15 Å/px) around each true
+column, value 1 + class index; background 0. The nearest columns in MoS2 (Mo-S2) are 1.83 Å apart, so
+disks never touch and every peak of the predicted foreground is one column.
+
+Loss: cross-entropy with class weights `DEFAULT_CLASS_WEIGHTS`. Background is ~80 % of the pixels and S
+(vacancy) columns a few % of the columns, so background is down-weighted and S up-weighted.
+
+Data: every sample is drawn afresh, reproducibly from (seed, draw number): which series, a random crop,
+Poisson dose noise and detector blur on the stored noise-free intensities (as Madsen 2018 drew CTF, MTF and
+noise afresh), and one of the 8 flips/90-degree rotations, applied identically to the 3 images and the
+target (a rotated or mirrored image is a valid view of another sheet). Validation uses whole images with
+the noise of image i fixed by (seed, i), as `hrtemnet evaluate` does.
+
+Multi-process: under `torchrun` (WORLD_SIZE > 1) the same command trains with DistributedDataParallel
+(gloo); each process draws its own samples, rank 0 validates, logs and writes files:
+`torchrun --nproc-per-node 2 --no-python hrtemnet train DATA.zarr --model msd --out DIR --threads 1`
+(`--no-python` because the `hrtemnet` entry point may be a shell shim).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from rich.progress import TextColumn
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from hrtemnet.columns import Columns
+from hrtemnet.errors import UserError
+from hrtemnet.models import build_model, normalize_series, save_model_bundle
+from hrtemnet.progress import progress_bar
+
+LABEL_RADIUS_A = 0.45
+# background, Mo, S2, S: see the module docstring.
+DEFAULT_CLASS_WEIGHTS: tuple[float, float, float, float] = (0.5, 1.0, 1.0, 3.0)
+CHECKPOINT_NAME, LOG_NAME = "checkpoint.pt", "log.jsonl"
+TRAINING_STREAM = 1  # keeps training draws apart from the validation noise streams [seed, index]
+
+
+def render_label_map(columns: Columns, shape: tuple[int, int], sampling_A: float,
+                     radius_A: float = LABEL_RADIUS_A) -> np.ndarray:
+    """Label map `(H, W)` int64: pixels whose centre (x = col*s, y = row*s) is within `radius_A` of a column
+    get 1 + its class index; all others 0. Columns outside the map still mark the pixels they reach."""
+    height, width = shape
+    labels = np.zeros((height, width), dtype=np.int64)
+    reach = int(np.ceil(radius_A / sampling_A))
+    offsets = np.arange(-reach, reach + 1)
+    for (x, y), class_index in zip(columns.xy_A, columns.class_index, strict=True):
+        rows = np.round(y / sampling_A).astype(int) + offsets
+        cols = np.round(x / sampling_A).astype(int) + offsets
+        rows, cols = rows[(rows >= 0) & (rows < height)], cols[(cols >= 0) & (cols < width)]
+        if len(rows) == 0 or len(cols) == 0:
+            continue
+        distance2 = (rows[:, None] * sampling_A - y) ** 2 + (cols[None, :] * sampling_A - x) ** 2
+        inside = distance2 <= radius_A**2 * (1 + 1e-9)  # centres on the circle count despite rounding
+        window = labels[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+        window[inside] = 1 + class_index
+    return labels
+
+
+def dihedral(array: np.ndarray, transform: int) -> np.ndarray:
+    """One of the 8 flips/rotations (0..7) of the last two axes; 0 is the identity."""
+    rotated = np.rot90(array, k=transform % 4, axes=(-2, -1))
+    return rotated[..., ::-1] if transform >= 4 else rotated
+
+
+def usable_indices(source) -> np.ndarray:
+    """Indices of samples that were simulated (a store being written may have gaps)."""
+    completed = getattr(source, "completed", None)
+    return np.flatnonzero(completed()) if completed is not None else np.arange(len(source))
+
+
+class FocalSeriesDataset(Dataset):
+    """Noisy, normalised focal series `(3, h, w)` float32 and label maps `(h, w)` int64 from a series source.
+
+    A series source has `__len__`, `read_images(i)`, `read_columns(i)` and `sampling_A` (e.g. a
+    `hrtemnet.dataset.SeriesStore`). In training mode (`crop_px` given) item `n` is the n-th random draw:
+    series, crop, noise and flip/rotation all come from (seed, n). In validation mode (`crop_px` None)
+    item `n` is the whole n-th series of `indices` with noise from (seed, index), no augmentation.
+    """
+
+    def __init__(self, source, indices=None, crop_px: int | None = None, seed: int = 0, noise=None,
+                 label_radius_A: float = LABEL_RADIUS_A):
+        self.source, self.crop_px, self.seed, self.noise = source, crop_px, seed, noise
+        self.indices = usable_indices(source) if indices is None else np.asarray(indices)
+        self.label_radius_A = label_radius_A
+        if len(self.indices) == 0:
+            raise UserError("the dataset holds no simulated series")
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, item: int) -> tuple[torch.Tensor, torch.Tensor]:
+        from hrtemnet.simulation import add_imaging_noise
+
+        training = self.crop_px is not None
+        if training:
+            rng = np.random.default_rng([self.seed, TRAINING_STREAM, int(item)])
+            index = int(self.indices[rng.integers(len(self.indices))])
+        else:
+            index = int(self.indices[item])
+            rng = np.random.default_rng([self.seed, index])
+        sampling = self.source.sampling_A
+        images, _ = add_imaging_noise(self.source.read_images(index), sampling, rng, self.noise)
+        columns = self.source.read_columns(index)
+        shape = images.shape[-2:]
+        if training:
+            row0 = int(rng.integers(shape[0] - self.crop_px + 1))
+            col0 = int(rng.integers(shape[1] - self.crop_px + 1))
+            images = images[:, row0 : row0 + self.crop_px, col0 : col0 + self.crop_px]
+            shape = (self.crop_px, self.crop_px)
+            columns = Columns(columns.xy_A - np.array([col0, row0]) * sampling, columns.class_index)
+        labels = render_label_map(columns, shape, sampling, self.label_radius_A)
+        series = normalize_series(images)
+        if training:
+            transform = int(rng.integers(8))
+            series, labels = dihedral(series, transform), dihedral(labels, transform)
+        return torch.from_numpy(np.ascontiguousarray(series)), torch.from_numpy(np.ascontiguousarray(labels))
+
+
+class DrawSampler(Sampler):
+    """Draw numbers for steps [start_step, steps): process `rank` of `world_size` takes its own block of
+    each step's `world_size * batch_size` draws, so a resumed run sees exactly the samples it would have."""
+
+    def __init__(self, start_step: int, steps: int, batch_size: int, rank: int = 0, world_size: int = 1):
+        self.start_step, self.steps, self.batch_size = start_step, steps, batch_size
+        self.rank, self.world_size = rank, world_size
+
+    def __len__(self) -> int:
+        return max(0, self.steps - self.start_step) * self.batch_size
+
+    def __iter__(self):
+        for step in range(self.start_step, self.steps):
+            first = (step * self.world_size + self.rank) * self.batch_size
+            yield from range(first, first + self.batch_size)
+
+
+@dataclass
+class TrainConfig:
+    dataset: str
+    out_dir: str
+    model: str = "msd"
+    model_kwargs: dict = field(default_factory=dict)
+    steps: int = 1000
+    crop_px: int = 96
+    batch_size: int = 4  # per process
+    learning_rate: float = 1e-3  # Adam, as Pelt's msdnet
+    seed: int = 0
+    val_dataset: str | None = None  # default: the last 10 % of the training series are held out
+    val_images: int = 16
+    val_every_steps: int = 200
+    checkpoint_minutes: float = 5.0
+    label_radius_A: float = LABEL_RADIUS_A
+    class_weights: tuple[float, ...] = DEFAULT_CLASS_WEIGHTS
+    threads: int | None = None  # torch threads per process (default: torch's choice)
+    resume: bool = False
+    progress: bool = True
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    last_loss: float
+    best_val_f1: float
+    best_step: int | None
+    files: dict[str, Path]
+
+
+def split_validation(source, val_source, val_images: int):
+    """(train indices, validation source, validation indices); without a validation set the last 10 % of
+    the training series (at least 1) are held out, the same ones for every model."""
+    indices = usable_indices(source)
+    if val_source is not None:
+        return indices, val_source, usable_indices(val_source)[:val_images]
+    if len(indices) < 2:
+        raise UserError("need at least 2 series to hold one out for validation, or pass --val DATASET")
+    held_out = max(1, len(indices) // 10)
+    return indices[:-held_out], source, indices[-held_out:][:val_images]
+
+
+@torch.no_grad()
+def validate(net: torch.nn.Module, dataset: FocalSeriesDataset, class_weights: torch.Tensor) -> dict:
+    """Loss and mean species-aware F1 on whole validation images, at the peak threshold that is best on them."""
+    from hrtemnet.metrics import score_image
+    from hrtemnet.peaks import PeakConfig, choose_peak_config, extract_columns
+
+    was_training = net.training
+    net.eval()
+    sampling, losses, validation = dataset.source.sampling_A, [], []
+    for n in range(len(dataset)):
+        series, labels = dataset[n]
+        logits = net(series[None])
+        losses.append(float(F.cross_entropy(logits, labels[None], weight=class_weights)))
+        truth = dataset.source.read_columns(int(dataset.indices[n]))
+        size_A = (labels.shape[1] * sampling, labels.shape[0] * sampling)
+        validation.append((torch.softmax(logits, 1)[0].double().numpy(), truth, size_A))
+    net.train(was_training)
+    peak_config = choose_peak_config(validation, sampling, PeakConfig())
+    scores = [score_image(truth, extract_columns(p, sampling, peak_config), size) for p, truth, size in validation]
+    return {"val_loss": float(np.mean(losses)), "val_f1": float(np.mean([s.f1 for s in scores])),
+            "val_position_f1": float(np.mean([s.position_f1 for s in scores])),
+            "peak_params": asdict(peak_config)}
+
+
+def _distributed() -> tuple[int, int]:
+    """(rank, world size); starts the gloo process group under torchrun."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size > 1 and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("gloo")
+    return int(os.environ.get("RANK", "0")), world_size
+
+
+def _rng_states() -> dict:
+    return {"torch": torch.get_rng_state(), "python": random.getstate()}
+
+
+def _check_config(config: TrainConfig, source) -> None:
+    height, width = source.image_shape if hasattr(source, "image_shape") else source.read_images(0).shape[-2:]
+    if not 16 <= config.crop_px <= min(height, width):
+        raise UserError(f"--crop {config.crop_px} must be between 16 and the image size {height}x{width} px")
+    if config.steps < 1 or config.batch_size < 1 or config.val_every_steps < 1 or config.val_images < 1:
+        raise UserError("--steps, --batch, --val-every and the number of validation images must be >= 1")
+    if not config.learning_rate > 0 or config.checkpoint_minutes <= 0:
+        raise UserError("--lr and --checkpoint-minutes must be positive")
+
+
+def _open_source(path: str | Path):
+    from hrtemnet.dataset import open_store
+
+    return open_store(path)
+
+
+def train(config: TrainConfig, source=None, val_source=None) -> TrainResult:
+    """Train `config.model` on the series in `config.dataset` (or the given source objects); see module doc."""
+    rank, world_size = _distributed()
+    is_main = rank == 0
+    torch.set_flush_denormal(True)  # denormals in late training slow CPU kernels by orders of magnitude
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    source = source if source is not None else _open_source(config.dataset)
+    if val_source is None and config.val_dataset is not None:
+        val_source = _open_source(config.val_dataset)
+    _check_config(config, source)
+    train_indices, val_source, val_indices = split_validation(source, val_source, config.val_images)
+
+    torch.manual_seed(config.seed)  # the same initial weights in every process
+    net = build_model(config.model, **config.model_kwargs)
+    optimizer = torch.optim.Adam(net.parameters(), lr=config.learning_rate)
+    out_dir = Path(config.out_dir)
+    checkpoint_path, log_path = out_dir / CHECKPOINT_NAME, out_dir / LOG_NAME
+    start_step, best = 0, {"val_f1": -1.0, "step": None}
+    if config.resume:
+        start_step, best = _load_checkpoint(checkpoint_path, config, net, optimizer)
+        if is_main:
+            print(f"resuming from {checkpoint_path} at step {start_step} of {config.steps}", flush=True)
+            _truncate_log(log_path, start_step)
+    elif checkpoint_path.exists():
+        raise UserError(f"{out_dir} already holds a training run; pass --resume to continue it or use another --out")
+    if is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    model = torch.nn.parallel.DistributedDataParallel(net) if world_size > 1 else net
+
+    dataset = FocalSeriesDataset(source, train_indices, config.crop_px, config.seed, None, config.label_radius_A)
+    val_set = FocalSeriesDataset(val_source, val_indices, None, config.seed, None, config.label_radius_A)
+    sampler = DrawSampler(start_step, config.steps, config.batch_size, rank, world_size)
+    loader = DataLoader(dataset, batch_size=config.batch_size, sampler=sampler, num_workers=0)
+    class_weights = torch.tensor(config.class_weights, dtype=torch.float32)
+    card = {"dataset": str(config.dataset), "val_dataset": str(config.val_dataset or config.dataset),
+            "val_images": len(val_indices), "crop_px": config.crop_px, "batch_size": config.batch_size,
+            "world_size": world_size, "seed": config.seed, "learning_rate": config.learning_rate,
+            "label_radius_A": config.label_radius_A, "class_weights": list(config.class_weights),
+            "parameters": sum(p.numel() for p in net.parameters())}
+
+    def write_checkpoint(step: int) -> None:
+        state = {"model": net.state_dict(), "optimizer": optimizer.state_dict(), "step": step, "best": best,
+                 "rng": _rng_states(), "config": asdict(config)}
+        torch.save(state, checkpoint_path.with_suffix(".tmp"))
+        checkpoint_path.with_suffix(".tmp").replace(checkpoint_path)
+
+    def bundle(name: str, step: int, metrics: dict) -> Path:
+        info = card | {"steps": step, "val_f1": metrics.get("val_f1"), "saved": time.strftime("%Y-%m-%d %H:%M")}
+        return save_model_bundle(out_dir / name, net, config.model, config.model_kwargs, source.sampling_A,
+                                 metrics.get("peak_params", {}), info)
+
+    step, loss_value, metrics, last_checkpoint = start_step, float("nan"), {}, time.monotonic()
+    stats = TextColumn("loss {task.fields[loss]:.4f}  {task.fields[rate]:.1f} samples/s")
+    with open(log_path if is_main else os.devnull, "a") as log, \
+            progress_bar("steps", config.progress and is_main, stats) as progress:
+        task = progress.add_task("training", total=config.steps, completed=start_step, loss=float("nan"), rate=0.0)
+        model.train()
+        tic = time.perf_counter()
+        for series, labels in loader:
+            loss = F.cross_entropy(model(series), labels, weight=class_weights)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step, loss_value = step + 1, loss.item()
+            toc = time.perf_counter()
+            rate = config.batch_size * world_size / (toc - tic)
+            tic = toc
+            if not is_main:
+                continue
+            log.write(json.dumps({"step": step, "loss": loss_value, "samples_per_s": rate}) + "\n")
+            progress.update(task, completed=step, loss=loss_value, rate=rate)
+            if step % config.val_every_steps == 0 or step == config.steps:
+                metrics = validate(net, val_set, class_weights)
+                log.write(json.dumps({"step": step} | {k: v for k, v in metrics.items() if k != "peak_params"})
+                          + "\n")
+                if metrics["val_f1"] > best["val_f1"]:
+                    best = {"val_f1": metrics["val_f1"], "step": step}
+                    bundle("best.pt", step, metrics)
+                tic = time.perf_counter()  # validation time is not training speed
+            log.flush()
+            if time.monotonic() - last_checkpoint > config.checkpoint_minutes * 60:
+                write_checkpoint(step)
+                last_checkpoint = time.monotonic()
+    files = {}
+    if is_main:
+        write_checkpoint(step)
+        files = {"checkpoint": checkpoint_path, "log": log_path, "final": bundle("final.pt", step, metrics)}
+        if (out_dir / "best.pt").exists():
+            files["best"] = out_dir / "best.pt"
+    return TrainResult(step, loss_value, best["val_f1"], best["step"], files)
+
+
+def _load_checkpoint(path: Path, config: TrainConfig, net, optimizer) -> tuple[int, dict]:
+    if not path.is_file():
+        raise UserError(f"--resume: no checkpoint {path}; start without --resume")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)  # our own file: holds RNG states
+    except Exception as error:
+        raise UserError(f"{path}: not a readable checkpoint ({type(error).__name__})") from None
+    saved = state["config"]
+    if (saved["model"], saved["model_kwargs"]) != (config.model, config.model_kwargs):
+        raise UserError(f"{path} trains {saved['model']} {saved['model_kwargs']}, not {config.model} "
+                        f"{config.model_kwargs}; give the same --model/--depth/--base-channels to resume")
+    net.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    torch.set_rng_state(state["rng"]["torch"])
+    random.setstate(state["rng"]["python"])
+    return int(state["step"]), state["best"]
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop log lines after the checkpoint's step: they are trained again, so a plot shows each step once."""
+    if path.is_file():
+        lines = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+        path.write_text("".join(line + "\n" for line in lines))

@@ -1,0 +1,117 @@
+import numpy as np
+import pytest
+import torch
+
+from hrtemnet import models
+from hrtemnet.errors import UserError
+from hrtemnet.models import MSDNet, UNet, build_model, load_model, msd_dilation, normalize_series, save_model_bundle
+
+
+def randomised(net, std=0.3):
+    """Pelt's init has a zero final layer; random weights everywhere make every path visible."""
+    with torch.no_grad():
+        for p in net.parameters():
+            p.normal_(0, std)
+    return net
+
+
+def test_dilation_schedule_and_parameter_count():
+    assert [msd_dilation(u) for u in range(23)] == [*range(1, 11), *range(1, 11), 1, 2, 3]
+    net = MSDNet()
+    assert [w.shape[1] for w in net.weights] == [3 + i for i in range(100)]
+    assert sum(p.numel() for p in net.parameters()) == 47766
+    assert torch.count_nonzero(net.final.weight) == 0  # Pelt: zero final layer
+    assert float(net.weights[50].detach().std()) == pytest.approx(np.sqrt(2 / (9 * (3 + 99) + 4)), rel=0.1)
+
+
+@pytest.mark.parametrize("layer", [0, 3, 9, 10, 12])
+def test_each_layer_uses_its_dilation(layer):
+    """An impulse through one corner tap of layer `layer` lands exactly `dilation` pixels away."""
+    net = MSDNet(depth=13)
+    with torch.no_grad():
+        for w in net.weights:
+            w.zero_()
+        net.weights[layer][0, 0, 0, 0] = 1.0  # tap (row -1, col -1) on input channel 0
+    x = torch.zeros(1, 3, 31, 31)
+    x[0, 0, 15, 15] = 1.0
+    maps = models._MSDLayers.apply(x, net.biases, net.group_size, net.width, *net.weights)
+    out = maps[3 + layer, 0]
+    d = msd_dilation(layer)
+    assert out[15 + d, 15 + d] == 1.0 and out.sum() == 1.0
+
+
+def test_layer_k_reads_exactly_the_input_and_earlier_layers():
+    depth = 12
+    net = randomised(MSDNet(depth=depth, group_size=5))
+    x = torch.randn(1, 3, 24, 24)
+    for k in range(depth):
+        maps = models._MSDLayers.apply(x, net.biases, net.group_size, net.width, *net.weights)
+        grads = torch.autograd.grad(maps[3 + k].sum(), list(net.weights), allow_unused=True)
+        own = grads[k]
+        # every earlier map (and input channel) contributes to layer k ...
+        assert own.shape[1] == 3 + k and (own.abs().sum(dim=(0, 2, 3)) > 0).all()
+        # ... and no later layer does
+        assert all(g is None or torch.count_nonzero(g) == 0 for g in grads[k + 1 :])
+
+
+@pytest.mark.parametrize("width,group_size,shape", [(1, 10, (23, 17)), (2, 3, (16, 21)), (1, 1, (12, 12))])
+def test_fast_msd_equals_naive_outputs_and_gradients(width, group_size, shape):
+    torch.manual_seed(1)
+    net = randomised(MSDNet(depth=14, width=width, group_size=group_size).double())
+    x = torch.randn(2, 3, *shape, dtype=torch.float64, requires_grad=True)
+    weights = torch.randn(2, 4, *shape, dtype=torch.float64)
+    results = []
+    for forward in (net.forward, net.forward_naive):
+        net.zero_grad()
+        x.grad = None
+        y = forward(x)
+        (y * weights).sum().backward()
+        results.append((y.detach(), x.grad.clone(), [p.grad.clone() for p in net.parameters()]))
+    (y_fast, gx_fast, gp_fast), (y_naive, gx_naive, gp_naive) = results
+    torch.testing.assert_close(y_fast, y_naive, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(gx_fast, gx_naive, rtol=1e-11, atol=1e-11)
+    for a, b in zip(gp_fast, gp_naive, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-11, atol=1e-11)
+
+
+@pytest.mark.parametrize("depth,shape", [(4, (37, 50)), (3, (13, 21)), (2, (64, 64))])
+def test_unet_handles_sizes_that_are_not_multiples_of_the_pooling(depth, shape):
+    net = UNet(depth=depth, base_channels=4).eval()
+    x = torch.randn(2, 3, *shape)
+    assert net(x).shape == (2, 4, *shape)
+
+
+def test_build_model_rejects_unknown_names_and_settings():
+    assert isinstance(build_model("unet", base_channels=4), UNet)
+    with pytest.raises(UserError, match="unknown model"):
+        build_model("resnet")
+    with pytest.raises(UserError, match="bad settings"):
+        build_model("msd", base_channels=16)
+
+
+def test_normalize_series_per_image():
+    series = np.random.default_rng(0).normal(5, 3, (3, 20, 30)) * np.array([1, 2, 10])[:, None, None]
+    out = normalize_series(series)
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(out.mean(axis=(1, 2)), 0, atol=1e-5)
+    np.testing.assert_allclose(out.std(axis=(1, 2)), 1, atol=1e-5)
+
+
+def test_model_bundle_round_trip_and_bad_files(tmp_path, monkeypatch):
+    net = randomised(MSDNet(depth=5), std=0.1)
+    path = save_model_bundle(tmp_path / "m.pt", net, "msd", {"depth": 5}, 0.15, {"threshold": 0.4}, {"steps": 3})
+    loaded = load_model(path)
+    assert (loaded.name, loaded.kwargs, loaded.sampling_A, loaded.peak_params, loaded.card) == (
+        "msd", {"depth": 5}, 0.15, {"threshold": 0.4}, {"steps": 3})
+    assert not loaded.net.training
+    x = torch.randn(1, 3, 20, 20)
+    torch.testing.assert_close(loaded.net(x), net(x))
+    (tmp_path / "m.pt").rename(tmp_path / "best.pt")
+    assert load_model(tmp_path).name == "msd"  # a training folder means its best.pt
+    (tmp_path / "junk.pt").write_text("not a model")
+    for spec in (tmp_path / "junk.pt", tmp_path / "missing.pt", tmp_path / "m.pt"):
+        with pytest.raises(UserError):
+            load_model(spec)
+    monkeypatch.setattr(models, "SHIPPED_MODELS_DIR", tmp_path / "none")
+    with pytest.raises(UserError, match="hrtemnet train"):
+        load_model("unet")

@@ -1,0 +1,134 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from hrtemnet import simulation, training
+from hrtemnet.cli import app
+from hrtemnet.columns import Columns
+from hrtemnet.training import FocalSeriesDataset, TrainConfig, dihedral, render_label_map, train
+
+SAMPLING_A = 0.15
+
+
+def honeycomb_columns(size_A: float, shift_A: float, rng) -> Columns:
+    """Projected MoS2: Mo on a triangular lattice (a = 3.16 Å), S2 1.83 Å away; some S2 lose an S."""
+    a = 3.16
+    a1, a2 = np.array([a, 0.0]), np.array([a / 2, a * np.sqrt(3) / 2])
+    ij = np.stack(np.meshgrid(np.arange(-3, 20), np.arange(-3, 20)), -1).reshape(-1, 2)
+    mo = ij @ np.stack([a1, a2]) + shift_A
+    s2 = mo + (a1 + a2) / 3
+    xy = np.concatenate([mo, s2])
+    cls = np.concatenate([np.zeros(len(mo)), np.where(rng.random(len(s2)) < 0.15, 2, 1)]).astype(int)
+    inside = (xy >= 0).all(1) & (xy < size_A).all(1)
+    return Columns(xy[inside], cls[inside])
+
+
+class LatticeSource:
+    """A tiny in-memory series source: Gaussian blobs, Mo dark, S2 darker at the 2nd defocus, S faint."""
+
+    def __init__(self, n=4, size_px=48, seed=0):
+        rng = np.random.default_rng(seed)
+        self.sampling_A, self.image_shape = SAMPLING_A, (size_px, size_px)
+        rows, cols = np.mgrid[:size_px, :size_px] * SAMPLING_A
+        self.columns, self.images = [], []
+        contrast = np.array([[0.5, 0.2, 0.1], [0.2, 0.5, 0.25], [0.3, 0.3, 0.1]])  # (class, defocus)
+        for _ in range(n):
+            columns = honeycomb_columns(size_px * SAMPLING_A, rng.uniform(0, 3, 2), rng)
+            images = np.ones((3, size_px, size_px))
+            for (x, y), c in zip(columns.xy_A, columns.class_index, strict=True):
+                blob = np.exp(-((cols - x) ** 2 + (rows - y) ** 2) / (2 * 0.3**2))
+                images -= contrast[c][:, None, None] * blob
+            self.columns.append(columns)
+            self.images.append(images.astype(np.float32))
+
+    def __len__(self):
+        return len(self.images)
+
+    def read_images(self, i):
+        return self.images[i].copy()
+
+    def read_columns(self, i):
+        return self.columns[i]
+
+
+def test_label_map_puts_the_class_on_the_right_pixel():
+    columns = Columns(np.array([[3.0, 1.5], [0.0, 6.0]]), np.array([2, 0]))  # x along columns, y along rows
+    labels = render_label_map(columns, (50, 40), SAMPLING_A, radius_A=0.45)
+    assert labels[10, 20] == 3 and labels[40, 0] == 1  # (row = y / s, col = x / s), label 1 + class
+    assert labels[20, 10] == 0
+    assert (labels == 3).sum() == 29  # pixel centres within 3 px
+    assert labels[10, 23] == 3 and labels[10, 24] == 0 and labels[13, 20] == 3
+
+
+def test_flips_and_rotations_keep_images_and_targets_together(monkeypatch):
+    monkeypatch.setattr(simulation, "add_imaging_noise", lambda images, s, rng, noise=None: (images, 1e5))
+    source = LatticeSource(n=2)
+    assert len({dihedral(np.arange(4).reshape(2, 2), t).tobytes() for t in range(8)}) == 8
+    dataset = FocalSeriesDataset(source, crop_px=32, seed=3)
+    for draw in range(8):
+        series, labels = dataset[draw]
+        assert series.shape == (3, 32, 32) and labels.shape == (32, 32)
+        # Mo columns are the darkest spots of the first image: the target must sit on them.
+        assert series[0][labels == 1].mean() < series[0][labels == 0].mean() - 1.0
+
+
+def run_config(tmp_path, **kwargs):
+    defaults = dict(dataset="mem", out_dir=str(tmp_path / "run"), model="msd", model_kwargs={"depth": 8},
+                    steps=40, crop_px=32, batch_size=4, learning_rate=1e-2, val_every_steps=1000, val_images=1,
+                    progress=False, seed=1)
+    return TrainConfig(**(defaults | kwargs))
+
+
+def log_lines(out_dir):
+    return [json.loads(line) for line in (out_dir / "log.jsonl").read_text().splitlines()]
+
+
+def test_a_few_steps_lower_the_loss_and_write_models(tmp_path):
+    result = train(run_config(tmp_path), source=LatticeSource(n=4))
+    losses = [line["loss"] for line in log_lines(tmp_path / "run") if "loss" in line]
+    assert len(losses) == 40 and np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5])
+    assert {"checkpoint", "log", "final", "best"} <= set(result.files)
+    assert 0.0 <= result.best_val_f1 <= 1.0
+    from hrtemnet.models import load_model
+
+    model = load_model(result.files["best"])
+    assert model.sampling_A == SAMPLING_A and "threshold" in model.peak_params
+
+
+def test_resume_continues_at_the_saved_step_and_matches_an_uninterrupted_run(tmp_path, capsys):
+    source = LatticeSource(n=4)
+    full = train(run_config(tmp_path / "a", steps=6, model="unet", model_kwargs={"depth": 2, "base_channels": 4}),
+                 source=source)
+    config = run_config(tmp_path / "b", steps=4, model="unet", model_kwargs={"depth": 2, "base_channels": 4})
+    train(config, source=source)
+    with pytest.raises(training.UserError, match="--resume"):
+        train(config, source=source)
+    config.steps, config.resume = 6, True
+    resumed = train(config, source=source)
+    assert "at step 4 of 6" in capsys.readouterr().out
+    assert resumed.steps == 6
+    assert [line["step"] for line in log_lines(tmp_path / "b" / "run") if "loss" in line] == [1, 2, 3, 4, 5, 6]
+    a, b = (torch.load(r.files["checkpoint"], weights_only=False)["model"] for r in (full, resumed))
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--model", "resnet"], "unknown model"),
+    (["--model", "msd", "--crop", "64"], "--crop 64"),
+])
+def test_cli_bad_input_exit_code_2(tmp_path, monkeypatch, args, message):
+    monkeypatch.setattr(training, "_open_source", lambda path: LatticeSource(n=2))
+    result = CliRunner().invoke(app, ["train", "data.zarr", "--out", str(tmp_path / "o"), *args])
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+
+
+def test_cli_dataset_that_is_not_a_store(tmp_path):
+    (tmp_path / "x.zarr").write_text("nope")
+    for path in (tmp_path / "x.zarr", tmp_path / "missing.zarr"):
+        result = CliRunner().invoke(app, ["train", str(path), "--model", "msd", "--out", str(tmp_path / "o")])
+        assert result.exit_code == 2 and result.output.count("\n") <= 2, result.output
