@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy import ndimage, stats
+from scipy import stats
 
 from hrtemnet.columns import CLASS_NAMES, Columns
+from hrtemnet.io import resample_series
 from hrtemnet.metrics import (
     BORDER_A,
     CONFUSION_LABELS,
@@ -102,17 +103,6 @@ class EvaluationResult:
                 }
             )
         return records
-
-
-def resample_series(series: np.ndarray, from_sampling_A: float, to_sampling_A: float) -> np.ndarray:
-    """Series at another sampling, keeping pixel (row, col) at (x, y) = (col * s, row * s)."""
-    if np.isclose(from_sampling_A, to_sampling_A, rtol=1e-6):
-        return series
-    ratio = to_sampling_A / from_sampling_A  # input pixels per output pixel
-    shape = tuple(int(np.floor((n - 1) / ratio)) + 1 for n in series.shape[1:])
-    return np.stack(
-        [ndimage.affine_transform(image, [ratio, ratio], output_shape=shape, order=1) for image in series]
-    )
 
 
 def run_evaluation(datasets: Sequence[Path], model_specs: Sequence[str], out_dir: Path, config: EvaluationConfig):
