@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from hrtemnet.cli import app
 from hrtemnet.columns import NUM_LABELS, Columns
-from hrtemnet.evaluation import EvaluationConfig, evaluate_models, resample_series
+from hrtemnet.evaluation import EvaluationConfig, evaluate_models
 
 SAMPLING_A = 0.15
 SHAPE = (112, 112)
@@ -137,13 +137,6 @@ def test_noise_does_not_depend_on_limit(fakes, tmp_path):
     part = evaluate_models(FakeStore(), [FakeModel("good")], tmp_path / "b", config)
     assert [r["dose_e_per_A2"] for r in part.rows] == [r["dose_e_per_A2"] for r in full.rows[:2]]
     assert not (tmp_path / "b" / "f1_vs_dose.png").exists()
-
-
-def test_resample_series_keeps_positions():
-    series = FakeStore().read_images(0)
-    coarse = resample_series(series, SAMPLING_A, 0.3)
-    assert coarse.shape == (3, 56, 56)
-    np.testing.assert_allclose(coarse[:, 10, 20], series[:, 20, 40], atol=1e-5)
 
 
 def test_evaluate_command(fakes, tmp_path):

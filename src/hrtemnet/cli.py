@@ -345,3 +345,68 @@ def demo_command(
         console.print(f"series {index} ({result.substrates[index]}): {scores}", highlight=False)
     console.print(summary_table(result))
     console.print(f"figure: {result.files['example']}\nreport: {result.files['report']}", highlight=False)
+
+
+# --- prediction -------------------------------------------------------------------------------------------
+
+
+@command("predict")
+def predict_command(
+    inputs: list[str] = typer.Argument(..., help="Focal series, each one of: a (3,H,W) .npy/.npz, a 3-image TIFF, "
+                                       "a.dm4+b.dm4+c.dm4 (dm3, dm4, ser, emi, emd, tif, npy), or a folder of "
+                                       "three images (natural name order = defocus order)."),
+    model: str = typer.Option(..., "--model", help="msd, unet (shipped) or a model file from `hrtemnet train`."),
+    sampling: float | None = typer.Option(None, "--sampling", help="Pixel size in Å/px (overrides the files' "
+                                          "calibration; required when they have none)."),
+    out_dir: Path = typer.Option(Path("predictions"), "--out-dir", help="Folder for <input>.csv (and .png)."),
+    plot: bool = typer.Option(False, "--plot", help="Also draw the columns over the three images (PNG)."),
+    threshold: float | None = typer.Option(None, "--threshold", help="Column probability threshold in [0, 1) "
+                                           "(default: the one chosen on validation data, stored with the model)."),
+):
+    """Find and classify the columns of each focal series: CSV (x_A,y_A,class,score,row_px,col_px), PNG.
+
+    Each input is independent: a bad one is reported in one line and skipped; the exit code is 2 if any failed.
+    """
+    import torch
+
+    from hrtemnet.io import read_focal_series
+    from hrtemnet.models import load_model
+    from hrtemnet.peaks import PeakConfig
+    from hrtemnet.prediction import plot_prediction, predict_series, summarize, write_prediction
+    from hrtemnet.progress import progress_bar
+
+    if sampling is not None and not sampling > 0:
+        raise UserError(f"--sampling must be a positive pixel size in Å/px (got {sampling})")
+    if threshold is not None and not 0 <= threshold < 1:
+        raise UserError(f"--threshold must lie in [0, 1) (got {threshold})")
+    torch.set_flush_denormal(True)  # DESIGN.md: denormals slow the CPU convolutions
+    loaded = load_model(model)
+    peak_config = PeakConfig(**(loaded.peak_params or {}))
+    if threshold is not None:
+        peak_config = PeakConfig(**{**vars(peak_config), "threshold": threshold})
+    failed, written = [], set()
+    with progress_bar("series", len(inputs) > 1) as bar:
+        task = bar.add_task("predicting", total=len(inputs))
+        for spec in inputs:
+            try:
+                series = read_focal_series(spec, sampling)
+                if series.stem in written:  # two inputs with one name: keep both
+                    series.stem = f"{series.stem}_{len(written) + 1}"
+                columns = predict_series(loaded, series, peak_config)
+                csv_path = write_prediction(series, columns, out_dir)
+                written.add(series.stem)
+                outputs = str(csv_path)
+                if plot:
+                    title = f"{series.source}: {loaded.name} columns"
+                    outputs += f", {plot_prediction(series, columns, csv_path.with_suffix('.png'), title)}"
+                note = (f" (--sampling {series.sampling_A:g} Å/px overrides the file's "
+                        f"{series.file_sampling_A:.4g})" if series.sampling_overridden else "")
+                bar.console.print(f"{spec}: {summarize(columns).line()}{note} -> {outputs}", highlight=False,
+                                  soft_wrap=True)
+            except UserError as error:
+                failed.append(spec)
+                err_console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+            bar.advance(task)
+    if failed:
+        raise UserError(f"{len(failed)} of {len(inputs)} input(s) failed ({', '.join(failed)}); "
+                        f"the others were written to {out_dir}")

@@ -112,7 +112,17 @@ def run_evaluation(datasets: Sequence[Path], model_specs: Sequence[str], out_dir
 
     store = open_stores(list(datasets))
     models = [load_model(spec) for spec in model_specs]
+    for spec, model in zip(model_specs, models, strict=True):
+        model.name = display_name(spec)
     return evaluate_models(store, models, out_dir, config)
+
+
+def display_name(spec: str | Path) -> str:
+    """`msd`, `unet`, or a file's name; a training folder's `best.pt`/`final.pt` is named after the folder."""
+    path = Path(spec)
+    if path.suffix != ".pt":
+        return path.name
+    return path.parent.name if path.stem in ("best", "final", "checkpoint") else path.stem
 
 
 def evaluate_models(

@@ -1,0 +1,93 @@
+"""Copy trained models into the package as the shipped `msd` / `unet`, with model cards.
+
+    python experiments/seed_experiment/ship_models.py ship            # runs/*/best.pt -> src/hrtemnet/data/models
+    python experiments/seed_experiment/ship_models.py card RESULTS_DIR # add evaluation figures to the cards
+
+The card (JSON inside the model file, and data/models/<name>.json + <name>.md) states the training command,
+dataset (size, seed, config, vibration table), sampling, peak thresholds and validation F1 per substrate.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from hrtemnet.dataset import open_store
+from hrtemnet.models import SHIPPED_MODELS_DIR, load_model, save_model_bundle
+
+HERE = Path(__file__).parent
+RUNS = HERE / "runs"
+WEIGHTS_DTYPE = {"msd": torch.float32, "unet": torch.float16}  # keeps each file at a few MB
+
+
+def training_command(name: str, card: dict) -> str:
+    size = "--depth 100" if name == "msd" else "--base-channels 16"
+    return (f"hrtemnet train train.zarr --model {name} {size} --out runs/{name} --steps 5000 --crop "
+            f"{card['crop_px']} --batch {card['batch_size']} --seed {card['seed']} --threads 1 "
+            "--val val_select.zarr --val-images 48 --val-every 500")
+
+
+def ship() -> None:
+    for name in ("msd", "unet"):
+        model = load_model(RUNS / name / "best.pt")
+        store = open_store(model.card["dataset"])
+        card = dict(model.card)
+        card.update({
+            "model": name, "model_kwargs": model.kwargs, "sampling_A": model.sampling_A,
+            "peak_params": model.peak_params, "training_command": training_command(name, card),
+            "training_set": {"series": len(store), "seed": store.seed, "config": store.config,
+                             "vibration_table": dict(store.group.attrs.get("vibration_table") or {}),
+                             "simulate_command": "hrtemnet simulate train.zarr --n 1600 --seed 1 --config "
+                                                 "experiments/seed_experiment/train.json --phonons 4"},
+            "dataset": Path(card["dataset"]).name, "val_dataset": Path(card["val_dataset"]).name,
+            "weights_dtype": str(WEIGHTS_DTYPE[name]).replace("torch.", ""),
+        })
+        path = SHIPPED_MODELS_DIR / f"{name}.pt"
+        save_model_bundle(path, model.net, name, model.kwargs, model.sampling_A, model.peak_params, card,
+                          weights_dtype=WEIGHTS_DTYPE[name])
+        print(f"shipped {path} ({path.stat().st_size / 1e6:.2f} MB), best step {card['steps']}, "
+              f"selection F1 {card['val_f1']:.4f}")
+
+
+def add_results(results_dir: Path) -> None:
+    summary = json.loads((results_dir / "summary.json").read_text())
+    by_model = {record["model"]: record for record in summary["summary"]}
+    for name in ("msd", "unet"):
+        path = SHIPPED_MODELS_DIR / f"{name}.pt"
+        model = load_model(path)
+        record = next(r for key, r in by_model.items() if key.startswith(name))
+        card = dict(model.card) | {"validation": record, "validation_report": str(results_dir / "report.md")}
+        save_model_bundle(path, model.net, name, model.kwargs, model.sampling_A, model.peak_params, card,
+                          weights_dtype=WEIGHTS_DTYPE[name])
+        (SHIPPED_MODELS_DIR / f"{name}.json").write_text(json.dumps(card, indent=2, default=float) + "\n")
+        lines = [f"# Model card: shipped `{name}`", "",
+                 f"- Architecture: {name} {model.kwargs}, {card['parameters']:,} parameters, weights stored as "
+                 f"{card['weights_dtype']}.",
+                 f"- Trained by: `{card['training_command']}` (best validation step {card['steps']}).",
+                 f"- Training data: {card['training_set']['series']} simulated focal series, seed "
+                 f"{card['training_set']['seed']}, 256x256 px at {model.sampling_A} Å/px, half on graphene, "
+                 f"4 frozen phonons from the vibration table recorded in {name}.json; "
+                 f"`{card['training_set']['simulate_command']}`.",
+                 f"- Input: 3 images (increasing defocus) at {model.sampling_A} Å/px, each normalised to zero mean "
+                 "and unit std; output: background / Mo / S2 / S per pixel.",
+                 f"- Peak extraction: {model.peak_params} (threshold chosen on the selection set).",
+                 f"- Validation ({record['images']} series, dose drawn log-uniform 1e4-1e5 e/Å²): mean per-image "
+                 f"F1 {record['mean_f1']:.4f} (bare {record['mean_f1_bare']:.4f}, graphene "
+                 f"{record['mean_f1_graphene']:.4f}); pooled per-class F1 Mo {record['pooled_f1_Mo']:.4f}, "
+                 f"S2 {record['pooled_f1_S2']:.4f}, S {record['pooled_f1_S']:.4f}.",
+                 "- Limits: trained on simulated MoS2 only (50 keV, Cs 5-25 µm, defocus -50..+60 Å first image, "
+                 "steps 45-55 Å); other materials, energies or samplings far from 0.15 Å are out of range.", ""]
+        (SHIPPED_MODELS_DIR / f"{name}.md").write_text("\n".join(lines))
+        print(f"card of {name}: mean F1 {record['mean_f1']:.4f}")
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["ship"]:
+        ship()
+    elif sys.argv[1:2] == ["card"] and len(sys.argv) == 3:
+        add_results(Path(sys.argv[2]))
+    else:
+        sys.exit(__doc__)
