@@ -367,6 +367,8 @@ def predict_command(
 
     Each input is independent: a bad one is reported in one line and skipped; the exit code is 2 if any failed.
     """
+    from dataclasses import replace
+
     import torch
 
     from hrtemnet.io import read_focal_series
@@ -383,7 +385,7 @@ def predict_command(
     loaded = load_model(model)
     peak_config = PeakConfig(**(loaded.peak_params or {}))
     if threshold is not None:
-        peak_config = PeakConfig(**{**vars(peak_config), "threshold": threshold})
+        peak_config = replace(peak_config, threshold=threshold)
     failed, written = [], set()
     with progress_bar("series", len(inputs) > 1) as bar:
         task = bar.add_task("predicting", total=len(inputs))

@@ -5,6 +5,8 @@ Store layout (`format = hrtemnet-series-v1`):
   columns (N, M, 3)    float32  ground truth x_A, y_A, class index (NaN rows = padding)
   params  (N, P)       float64  every drawn parameter (names in attrs["param_names"]);
                                 written last: a non-NaN first entry (sample_seed) marks a finished sample.
+The same seed gives the same labels and parameters for any worker count, and the same images to float32
+rounding (FFTW's measured plans can differ between processes in the last bit).
 Each sample owns one chunk of each array, so parallel tasks never write the same chunk and an
 interrupted run loses nothing already written.
 """
