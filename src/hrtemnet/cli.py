@@ -386,14 +386,16 @@ def predict_command(
     peak_config = PeakConfig(**(loaded.peak_params or {}))
     if threshold is not None:
         peak_config = replace(peak_config, threshold=threshold)
-    failed, written = [], set()
+    failed, written = 0, set()
     with progress_bar("series", len(inputs) > 1) as bar:
         task = bar.add_task("predicting", total=len(inputs))
         for spec in inputs:
             try:
                 series = read_focal_series(spec, sampling)
-                if series.stem in written:  # two inputs with one name: keep both
-                    series.stem = f"{series.stem}_{len(written) + 1}"
+                stem, copy = series.stem, 1
+                while series.stem in written:  # two inputs with one name: keep both
+                    copy += 1
+                    series.stem = f"{stem}_{copy}"
                 columns = predict_series(loaded, series, peak_config)
                 csv_path = write_prediction(series, columns, out_dir)
                 written.add(series.stem)
@@ -406,9 +408,9 @@ def predict_command(
                 bar.console.print(f"{spec}: {summarize(columns).line()}{note} -> {outputs}", highlight=False,
                                   soft_wrap=True)
             except UserError as error:
-                failed.append(spec)
+                failed += 1
                 err_console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
             bar.advance(task)
     if failed:
-        raise UserError(f"{len(failed)} of {len(inputs)} input(s) failed ({', '.join(failed)}); "
-                        f"the others were written to {out_dir}")
+        written_note = f"; the others were written to {out_dir}" if written else ""
+        raise UserError(f"{failed} of {len(inputs)} input(s) failed (see above){written_note}")

@@ -227,7 +227,8 @@ def _read_tiff(path: Path) -> _Read:
             resolution_unit = page.tags.get("ResolutionUnit")
     except Exception as error:  # tifffile raises several types for broken or non-TIFF files
         raise UserError(f"{path}: not a readable TIFF file ({_first_line(error)})") from None
-    if photometric == tifffile.PHOTOMETRIC.RGB and data.dtype == np.uint8:
+    # interleaved RGB(A) is a colour picture; planar "RGB" is how tifffile stores a (3, H, W) float stack
+    if photometric == tifffile.PHOTOMETRIC.RGB and data.ndim == 3 and data.shape[-1] in (3, 4):
         raise UserError(f"{path}: is a colour (RGB) picture; give the raw grey-scale images")
     sampling_A, note = _sampling_from_rosettasciio_tiff(path)
     if sampling_A is None and x_resolution is not None:
@@ -298,9 +299,9 @@ def _signal_sampling_A(signal: dict, path: Path) -> tuple[float | None, str]:
 def _to_angstrom(scale, unit) -> tuple[float | None, str]:
     """(scale in Å, "") or (None, why) for a scale in `unit`."""
     unit = (unit or "").strip()
-    factor = ANGSTROM_PER_UNIT.get(unit.lower() if unit not in ("µm", "μm") else unit)
     if not unit or unit.lower() in ("<undefined>", "px", "pixel", "pixels"):
         return None, ""
+    factor = ANGSTROM_PER_UNIT.get(unit.lower())
     if factor is None:
         return None, f"its pixel size is in {unit!r}, not a length"
     scale = float(scale)

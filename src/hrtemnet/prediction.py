@@ -95,8 +95,8 @@ class PredictionSummary:
 
     def line(self) -> str:
         counts = ", ".join(f"{n} {name}" for name, n in self.counts.items())
-        return (f"{sum(self.counts.values())} columns ({counts}); S-vacancy fraction "
-                f"{self.s_vacancy_fraction:.3f} (S/(S+S2))")
+        fraction = "n/a" if np.isnan(self.s_vacancy_fraction) else f"{self.s_vacancy_fraction:.3f}"
+        return f"{sum(self.counts.values())} columns ({counts}); S-vacancy fraction {fraction} (S/(S+S2))"
 
 
 def summarize(columns: Columns) -> PredictionSummary:
@@ -132,7 +132,7 @@ def plot_prediction(series: FocalSeries, columns: Columns, path: Path, title: st
         for class_index, name in enumerate(CLASS_NAMES):
             xy = columns.xy_A[columns.class_index == class_index]
             ax.scatter(xy[:, 0], xy[:, 1], s=marker_pt**2, marker=markers[name], facecolors="none",
-                       edgecolors=CLASS_COLOURS[name], linewidths=0.8, label=f"{name} ({len(xy)})")
+                       edgecolors=CLASS_COLOURS[name], linewidths=1.0, label=f"{name} ({len(xy)})")
         ax.set_title(f"image {index + 1}")
         ax.set_xlabel("x (Å)")
         ax.set_ylabel("y (Å)" if index == 0 else "")

@@ -1,0 +1,239 @@
+"""Prediction: resampling and tiling leave the columns unchanged; `hrtemnet predict` on good and bad input."""
+
+import csv
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from typer.testing import CliRunner
+
+from hrtemnet.cli import app
+from hrtemnet.columns import CLASS_NAMES, Columns
+from hrtemnet.io import FocalSeries
+from hrtemnet.models import LoadedModel
+from hrtemnet.prediction import predict_probabilities, predict_series, summarize
+
+runner = CliRunner()
+
+
+class ChannelClassNet(nn.Module):
+    """A stand-in 'network': class k's logit grows with (the 3x3 mean of) normalised image k.
+
+    With the columns of class k drawn only in image k, it finds and classifies them like a trained net.
+    """
+
+    def forward(self, x):
+        mean = nn.functional.avg_pool2d(x, 3, stride=1, padding=1, count_include_pad=False)
+        return torch.cat([torch.full_like(x[:, :1], 2.0), 4.0 * mean], dim=1)
+
+
+def fake_model(net=None) -> LoadedModel:
+    return LoadedModel((net or ChannelClassNet()).eval(), "fake", {}, 0.15, {"threshold": 0.5}, {})
+
+
+def render(columns: Columns, shape, sampling_A, sigma_A=0.35):
+    """Image k holds the Gaussian columns of class k, rendered at pixel centres (col * s, row * s)."""
+    y, x = np.meshgrid(np.arange(shape[0]) * sampling_A, np.arange(shape[1]) * sampling_A, indexing="ij")
+    images = np.zeros((3, *shape))
+    for (cx, cy), k in zip(columns.xy_A, columns.class_index, strict=True):
+        images[k] += np.exp(-((x - cx) ** 2 + (y - cy) ** 2) / (2 * sigma_A**2))
+    return images.astype(np.float32)
+
+
+def random_columns(size_A, rng, min_distance_A=2.5, n=40):
+    xy = []
+    while len(xy) < n:
+        p = rng.uniform(0.5, size_A - 0.5, 2)
+        if all(np.hypot(*(p - q)) >= min_distance_A for q in xy):
+            xy.append(p)
+    classes = np.resize(np.arange(3), n)  # every image gets columns
+    return Columns(np.array(xy), rng.permutation(classes))
+
+
+def matched(a: Columns, b: Columns, radius_A=0.1):
+    """For each column of a, the distance to and class of the nearest column of b."""
+    d = np.hypot(*(a.xy_A[:, None, :] - b.xy_A[None, :, :]).transpose(2, 0, 1))
+    nearest = d.argmin(axis=1)
+    return d[np.arange(len(a)), nearest], b.class_index[nearest]
+
+
+def test_resampled_series_gives_the_same_columns_in_angstrom():
+    size_A = 24.0
+    truth = random_columns(size_A, np.random.default_rng(1))
+    found = {}
+    for s in (0.10, 0.15):
+        n = int(round(size_A / s)) + 1
+        series = FocalSeries(render(truth, (n, n), s), s, f"at {s}", "x")
+        found[s] = predict_series(fake_model(), series)
+    assert len(found[0.10]) == len(found[0.15]) == len(truth)
+    for s in (0.10, 0.15):
+        distance, classes = matched(truth, found[s])
+        assert distance.max() < 0.05, s  # peak refinement of neighbouring columns: measured 0.026
+        np.testing.assert_array_equal(classes, truth.class_index)
+    # measured 1.4e-4 Å; skimage's rescale convention (a quarter input pixel off) gives 0.025 Å
+    distance, _ = matched(found[0.10], found[0.15])
+    assert distance.max() < 0.005
+
+
+class RandomConvNet(nn.Module):
+    """Random weights, receptive-field radius 1 + 2 + 1 = 4 px: a tiling seam would show."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.layers = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(),
+                                    nn.Conv2d(8, 8, 3, padding=2, dilation=2), nn.ReLU(),
+                                    nn.Conv2d(8, 4, 3, padding=1))
+
+    def forward(self, x):
+        return self.layers(x)
+
+
+def periodic_series(cell: np.ndarray, size_px=1024):
+    """A series tiled from one cell: every crop aligned to the cell has the whole image's mean and std, so
+    its normalisation (per image, as in training) is identical and crops are directly comparable."""
+    reps = size_px // cell.shape[-1]
+    return np.tile(cell, (1, reps, reps)).astype(np.float32)
+
+
+def test_tiled_probabilities_equal_one_pass_and_crops():
+    series = periodic_series(np.random.default_rng(0).random((3, 32, 32)))
+    model = fake_model(RandomConvNet())
+    tiled = predict_probabilities(model, series, tile_px=256, margin_px=16)
+    whole = predict_probabilities(model, series, tile_px=2048)
+    np.testing.assert_allclose(tiled, whole, atol=1e-5)
+    r, c, n, rf = 320, 448, 256, 4
+    crop = predict_probabilities(model, series[:, r:r + n, c:c + n])
+    interior = (slice(None), slice(r + rf, r + n - rf), slice(c + rf, c + n - rf))
+    np.testing.assert_allclose(crop[:, rf:-rf, rf:-rf], tiled[interior], atol=1e-5)
+    # with margins smaller than the receptive field the seams do show: the comparison above can fail
+    assert np.abs(predict_probabilities(model, series, tile_px=256, margin_px=2) - whole).max() > 1e-3
+
+
+def test_tiled_1024_series_gives_the_columns_of_its_256_crops():
+    s = 0.15
+    cell_columns = Columns(np.array([[8, 8], [24, 8], [8, 24], [24, 24]]) * s, np.array([0, 1, 2, 0]))
+    series = periodic_series(render(cell_columns, (32, 32), s))
+    full = predict_series(fake_model(), FocalSeries(series, s, "full", "full"), tile_px=256, margin_px=32)
+    assert len(full) == 4 * 32 * 32
+    r, c, n = 320, 448, 256
+    crop = predict_series(fake_model(), FocalSeries(series[:, r:r + n, c:c + n], s, "crop", "crop"))
+    shifted = Columns(crop.xy_A + np.array([c, r]) * s, crop.class_index, crop.score)
+    margin_A = 3.0
+    inside = np.all((full.xy_A >= np.array([c, r]) * s + margin_A)
+                    & (full.xy_A <= np.array([c + n - 1, r + n - 1]) * s - margin_A), axis=1)
+    in_crop = np.all((shifted.xy_A >= np.array([c, r]) * s + margin_A)
+                     & (shifted.xy_A <= np.array([c + n - 1, r + n - 1]) * s - margin_A), axis=1)
+    assert inside.sum() == in_crop.sum() > 100
+    distance, classes = matched(full.subset(inside), shifted.subset(in_crop))
+    assert distance.max() < 1e-4
+    np.testing.assert_array_equal(classes, full.class_index[inside])
+
+
+def test_summary_counts_and_vacancy_fraction():
+    columns = Columns(np.zeros((6, 2)), np.array([0, 0, 1, 1, 1, 2]))
+    summary = summarize(columns)
+    assert summary.counts == {"Mo": 2, "S2": 3, "S": 1}
+    assert summary.s_vacancy_fraction == pytest.approx(0.25)
+    assert "S-vacancy fraction 0.250" in summary.line()
+    assert np.isnan(summarize(Columns.empty()).s_vacancy_fraction)
+
+
+# ---- the command ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def fake_loaded(monkeypatch):
+    import hrtemnet.models
+
+    monkeypatch.setattr(hrtemnet.models, "load_model", lambda spec: fake_model())
+
+
+def test_predict_writes_csv_in_the_input_frame_and_plot(tmp_path, fake_loaded):
+    s, size_A = 0.10, 12.0
+    truth = random_columns(size_A, np.random.default_rng(3), n=12)
+    n = int(round(size_A / s)) + 1
+    np.savez(tmp_path / "series.npz", images=render(truth, (n, n), s), sampling_A=s)
+    result = runner.invoke(app, ["predict", str(tmp_path / "series.npz"), "--model", "msd", "--out-dir",
+                                 str(tmp_path / "out"), "--plot"])
+    assert result.exit_code == 0, result.output
+    assert "12 columns" in result.output and "S-vacancy fraction" in result.output
+    with open(tmp_path / "out" / "series.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ["x_A", "y_A", "class", "score", "row_px", "col_px"]
+    xy = np.array([[float(r["x_A"]), float(r["y_A"])] for r in rows])
+    pixels = np.array([[float(r["col_px"]), float(r["row_px"])] for r in rows])
+    np.testing.assert_allclose(pixels, xy / s, atol=1e-3)  # pixels of the 0.10 Å input, not of the model
+    distance, classes = matched(Columns(xy, [CLASS_NAMES.index(r["class"]) for r in rows]), truth)
+    assert distance.max() < 0.05
+    assert (tmp_path / "out" / "series.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_threshold_option(tmp_path, fake_loaded):
+    np.savez(tmp_path / "s.npz", images=np.random.default_rng(0).random((3, 64, 64)), sampling_A=0.15)
+    result = runner.invoke(app, ["predict", str(tmp_path / "s.npz"), "--model", "msd", "--threshold", "1.5"])
+    assert result.exit_code == 2 and "--threshold" in result.output
+
+
+def test_each_bad_input_is_one_line_and_the_rest_is_written(tmp_path):
+    """A real (tiny, untrained) model file, a good input and every kind of bad input in one call."""
+    from hrtemnet.models import build_model, save_model_bundle
+
+    model_file = save_model_bundle(tmp_path / "tiny.pt", build_model("msd", depth=3), "msd", {"depth": 3},
+                                   0.15, {}, {})
+    rng = np.random.default_rng(0)
+    good = rng.random((3, 64, 64))
+
+    def npz(name, images, sampling_A=0.15):
+        path = tmp_path / f"{name}.npz"
+        np.savez(path, images=images, sampling_A=sampling_A)
+        return str(path)
+
+    nan, constant = good.copy(), good.copy()
+    nan[1, 5, 5] = np.nan
+    constant[2] = 1.0
+    np.save(tmp_path / "nocal.npy", good)
+    (tmp_path / "text.tif").write_text("not a tiff")
+    for i, shape in enumerate([(64, 64), (64, 64), (64, 60)]):
+        np.savez(tmp_path / f"part{i}.npz", images=rng.random(shape), sampling_A=0.15)
+    bad = {
+        "wrong number": (npz("two", good[:2]), "holds 2 image"),
+        "shapes differ": ("+".join(str(tmp_path / f"part{i}.npz") for i in range(3)), "differ in size"),
+        "nan": (npz("nan", nan), "NaN"),
+        "constant": (npz("constant", constant), "constant"),
+        "unreadable": (str(tmp_path / "text.tif"), "not a readable TIFF"),
+        "missing": (str(tmp_path / "absent.dm4"), "no such file"),
+        "too small": (npz("small", good[:, :40, :40], 0.10), "at least 32 px"),
+        "no pixel size": (str(tmp_path / "nocal.npy"), "--sampling"),
+    }
+    inputs = [npz("good", good)] + [spec for spec, _ in bad.values()] + [npz("good2", good)]
+    out_dir = tmp_path / "o"
+    result = runner.invoke(app, ["predict", *inputs, "--model", str(model_file), "--out-dir", str(out_dir)])
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    for kind, (spec, message) in bad.items():
+        lines = [line for line in errors if spec.split("+")[0] in line and message in line]
+        assert len(lines) == 1, (kind, result.output)
+    assert len(errors) == len(bad) + 1 and "8 of 10 input(s) failed" in errors[-1]  # and the closing count
+    assert sorted(p.name for p in out_dir.iterdir()) == ["good.csv", "good2.csv"]
+
+
+def test_missing_model_is_one_line(tmp_path):
+    np.savez(tmp_path / "s.npz", images=np.random.default_rng(0).random((3, 64, 64)), sampling_A=0.15)
+    result = runner.invoke(app, ["predict", str(tmp_path / "s.npz"), "--model", str(tmp_path / "none.pt")])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert len([line for line in result.output.splitlines() if line.strip()]) == 1
+
+
+def test_inputs_with_one_name_keep_both_outputs(tmp_path, fake_loaded):
+    specs = []
+    for folder in ("day1", "day2"):
+        (tmp_path / folder).mkdir()
+        images = np.random.default_rng(0).random((3, 64, 64))
+        np.savez(tmp_path / folder / "s.npz", images=images, sampling_A=0.15)
+        specs.append(str(tmp_path / folder / "s.npz"))
+    result = runner.invoke(app, ["predict", *specs, "--model", "msd", "--out-dir", str(tmp_path / "o")])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["s.csv", "s_2.csv"]
