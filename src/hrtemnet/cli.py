@@ -7,6 +7,7 @@ can fix) into one line on stderr and exit code 2.
 from __future__ import annotations
 
 import functools
+import sys
 from pathlib import Path
 
 import typer
@@ -21,7 +22,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_show_locals=False,
 )
-console = Console(soft_wrap=True)
+# Wide enough for the result tables when output goes to a file or pipe (rich would assume 80 columns).
+console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True, soft_wrap=True)
 
 
