@@ -281,17 +281,6 @@ def normalize_series(series: np.ndarray) -> np.ndarray:
     return ((series - mean) / np.maximum(std, 1e-12)).astype(np.float32)
 
 
-@torch.no_grad()
-def predict_softmax(net: nn.Module, series: np.ndarray) -> np.ndarray:
-    """Softmax probabilities `(NUM_LABELS, H, W)` of one raw focal series `(3, H, W)` (normalised here)."""
-    was_training = net.training
-    net.eval()
-    x = torch.from_numpy(normalize_series(series))[None]
-    probabilities = torch.softmax(net(x), dim=1)[0].numpy()
-    net.train(was_training)
-    return probabilities
-
-
 # ---- model files ----------------------------------------------------------------------------------------
 
 
