@@ -35,3 +35,41 @@ def test_demo_simulates_predicts_and_scores(tmp_path):
     assert min(scores["msd"]) > 0.85 and min(scores["unet"]) > 0.85
     assert (tmp_path / "example_series.png").stat().st_size > 10_000
     assert (tmp_path / "report.md").exists()
+
+
+@pytest.mark.slow
+def test_shipped_msd_gives_the_same_columns_on_a_large_series_as_on_its_tiles():
+    """A 1024² series (a periodic 256² simulation repeated 4x4) against the 256² original, away from its edges."""
+    import numpy as np
+
+    from hrtemnet.columns import Columns
+    from hrtemnet.io import FocalSeries
+    from hrtemnet.metrics import match_image
+    from hrtemnet.prediction import predict_series
+    from hrtemnet.simulation import (
+        NoiseConfig,
+        OpticsParams,
+        SimulationConfig,
+        add_imaging_noise,
+        simulate_focal_series,
+    )
+    from hrtemnet.structures import StructureConfig, random_structure
+
+    sample = random_structure(np.random.default_rng(8), StructureConfig(sheet_probability=1.0))
+    clean = simulate_focal_series(sample.atoms, OpticsParams(), SimulationConfig(num_phonons=2))
+    small, _ = add_imaging_noise(clean, 0.15, np.random.default_rng(0), NoiseConfig(dose_e_per_A2=5e4))
+    large = np.tile(small, (1, 4, 4))
+    model = load_model("msd")
+    small_columns = predict_series(model, FocalSeries(small, 0.15, "small", "small"))
+    large_columns = predict_series(model, FocalSeries(large, 0.15, "large", "large"))
+
+    def central(columns, origin_A):
+        xy = columns.xy_A - origin_A
+        return columns.subset(np.all((xy > 8.0) & (xy < 30.4), axis=1))
+
+    # the copy in the middle of the large series, moved back onto the small one
+    shifted = Columns(large_columns.xy_A - 38.4, large_columns.class_index)
+    a, b = central(small_columns, 0.0), central(shifted, 0.0)
+    assert len(a) > 50
+    score = match_image(a, b, (38.4, 38.4), 0.2, 0.0).score()
+    assert score.f1 >= 0.99, score.as_row()
