@@ -1,0 +1,53 @@
+"""Training curves (loss and validation F1 against step) from the runs' log.jsonl files; also writes thinned logs.
+
+    python experiments/seed_experiment/plot_training.py runs/msd runs/unet runs/unet_static --out results/training
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+COLOURS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7")  # Okabe-Ito
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", nargs="+", type=Path)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    fig, (ax_loss, ax_f1) = plt.subplots(1, 2, figsize=(11, 4))
+    for colour, run in zip(COLOURS, args.runs, strict=False):
+        records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines() if line.strip()]
+        steps = [r for r in records if "loss" in r]
+        vals = [r for r in records if "val_f1" in r]
+        step = np.array([r["step"] for r in steps])
+        loss = np.array([r["loss"] for r in steps])
+        window = 50
+        smooth = np.convolve(loss, np.ones(window) / window, mode="valid")
+        ax_loss.plot(step[window - 1:], smooth, color=colour, label=run.name)
+        ax_f1.plot([r["step"] for r in vals], [r["val_f1"] for r in vals], "o-", color=colour, label=run.name)
+        thinned = [r for r in records if "val_f1" in r or r["step"] % 50 == 0]
+        (args.out / f"{run.name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in thinned))
+    ax_loss.set(xlabel="training step (batch of 4 crops, 128² px)", ylabel="weighted cross-entropy (50-step mean)",
+                yscale="log", title="training loss")
+    ax_f1.set(xlabel="training step", ylabel="mean species-aware F1", title="model-selection set (48 series)",
+              ylim=(0.85, 1.0))
+    for ax in (ax_loss, ax_f1):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(args.out / "training_curves.png", dpi=110)
+    print(f"wrote {args.out / 'training_curves.png'}")
+
+
+if __name__ == "__main__":
+    main()
