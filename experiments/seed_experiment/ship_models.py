@@ -25,7 +25,8 @@ WEIGHTS_DTYPE = {"msd": torch.float32, "unet": torch.float16}  # keeps each file
 
 def training_command(name: str, card: dict) -> str:
     size = "--depth 100" if name == "msd" else "--base-channels 16"
-    return (f"hrtemnet train train.zarr --model {name} {size} --out runs/{name} --steps 5000 --crop "
+    # run in two legs (--steps 5000, then --resume --steps 7000), which resumes to the same result
+    return (f"hrtemnet train train.zarr --model {name} {size} --out runs/{name} --steps 7000 --crop "
             f"{card['crop_px']} --batch {card['batch_size']} --seed {card['seed']} --threads 1 "
             "--val val_select.zarr --val-images 48 --val-every 500")
 
@@ -78,8 +79,9 @@ def add_results(results_dir: Path) -> None:
                  f"F1 {record['mean_f1']:.4f} (bare {record['mean_f1_bare']:.4f}, graphene "
                  f"{record['mean_f1_graphene']:.4f}); pooled per-class F1 Mo {record['pooled_f1_Mo']:.4f}, "
                  f"S2 {record['pooled_f1_S2']:.4f}, S {record['pooled_f1_S']:.4f}.",
-                 "- Limits: trained on simulated MoS2 only (50 keV, Cs 5-25 µm, defocus -50..+60 Å first image, "
-                 "steps 45-55 Å); other materials, energies or samplings far from 0.15 Å are out of range.", ""]
+                 "- Limits: trained on simulated MoS2 only (50 keV; Cs 5-25 µm; first defocus -50 to -10 Å, then "
+                 "steps of 45-55 Å; astigmatism up to 50 Å; focal spread 20-40 Å); other materials, energies or "
+                 "samplings far from 0.15 Å/px are out of range.", ""]
         (SHIPPED_MODELS_DIR / f"{name}.md").write_text("\n".join(lines))
         print(f"card of {name}: mean F1 {record['mean_f1']:.4f}")
 
