@@ -47,9 +47,6 @@ class Columns:
     def subset(self, mask: np.ndarray) -> Columns:
         return Columns(self.xy_A[mask], self.class_index[mask], self.score[mask])
 
-    def class_names(self) -> list[str]:
-        return [CLASS_NAMES[i] for i in self.class_index]
-
     def counts(self) -> dict[str, int]:
         return {name: int(np.sum(self.class_index == i)) for i, name in enumerate(CLASS_NAMES)}
 

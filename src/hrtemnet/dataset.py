@@ -105,6 +105,12 @@ def load_config(path: str | Path | None) -> DatasetConfig:
         raise UserError(f"config file {path}: {error}") from None
 
 
+def columns_from_table(table: np.ndarray) -> Columns:
+    """Columns from the stored (n, 3) x_A, y_A, class table (NaN rows are padding)."""
+    table = table[~np.isnan(table[:, 0])]
+    return Columns(table[:, :2], table[:, 2].astype(np.int64))
+
+
 def sample_seed(seed: int, index: int) -> int:
     """Independent seed of sample `index`: the same for any worker count or order of execution."""
     return int(np.random.SeedSequence([seed, index]).generate_state(1, dtype=np.uint32)[0])
@@ -288,9 +294,7 @@ class SeriesStore:
         return np.asarray(self.group["images"][self._check(index)], dtype=np.float32)
 
     def read_columns(self, index: int) -> Columns:
-        table = self.group["columns"][self._check(index)]
-        table = table[~np.isnan(table[:, 0])]
-        return Columns(table[:, :2], table[:, 2].astype(np.int64))
+        return columns_from_table(self.group["columns"][self._check(index)])
 
     def read_params(self, index: int) -> dict[str, float]:
         return dict(zip(self.param_names, self.group["params"][self._check(index)].tolist(), strict=True))

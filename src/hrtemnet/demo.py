@@ -9,10 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
-from hrtemnet.columns import Columns
-
 
 @dataclass
 class DemoConfig:
@@ -25,7 +21,7 @@ class DemoConfig:
 
 def simulate_demo_series(config: DemoConfig, progress: bool = True):
     """Fresh focal series with labels, half of them on graphene, as an in-memory store."""
-    from hrtemnet.dataset import DatasetConfig, InMemorySeries, simulate_sample
+    from hrtemnet.dataset import DatasetConfig, InMemorySeries, columns_from_table, simulate_sample
     from hrtemnet.progress import progress_bar
     from hrtemnet.vibrations import load_vibration_table
 
@@ -38,7 +34,7 @@ def simulate_demo_series(config: DemoConfig, progress: bool = True):
             dataset_config.simulation.num_phonons = config.num_phonons
             dataset_config.structure.graphene_probability = float(index % 2)
             images, table_rows, params = simulate_sample(dataset_config, config.seed, index, table)
-            columns = Columns(table_rows[:, :2], table_rows[:, 2].astype(np.int64))
+            columns = columns_from_table(table_rows)
             samples.append((images, columns, dict(zip(dataset_config.param_names, params.tolist(), strict=True))))
             bar.advance(task)
     return InMemorySeries(samples, dataset_config.simulation.sampling_A)

@@ -10,7 +10,7 @@ pixel (row, col) centre stays at (x, y) = (col * s, row * s).
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 from ase import Atoms
@@ -238,7 +238,3 @@ def add_imaging_noise(images: np.ndarray, sampling_A: float, rng: np.random.Gene
     noisy = apply_dose_noise(images, dose, sampling_A, rng)
     sigma_px = float(rng.uniform(*noise.blur_sigma_px_range))
     return apply_detector_blur(noisy, sigma_px).astype(np.float32), dose
-
-
-def optics_to_dict(optics: OpticsParams) -> dict:
-    return asdict(optics)

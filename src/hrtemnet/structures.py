@@ -7,13 +7,15 @@ Thermal displacements are applied later, in the simulation.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from ase import Atoms
 from scipy.spatial import cKDTree
 
 from hrtemnet.columns import CLASS_NAMES, Columns
+from hrtemnet.errors import UserError
 
 MO, S2, S = (CLASS_NAMES.index(name) for name in ("Mo", "S2", "S"))
 
@@ -253,17 +255,10 @@ def columns_from_atoms(atoms: Atoms, column_tolerance_A: float = 0.3) -> Columns
     return Columns(np.concatenate(xy_list), np.concatenate(classes))
 
 
-def config_to_dict(config: StructureConfig) -> dict:
-    return asdict(config)
-
 
 def read_structure(path) -> Atoms:
     """Read a user's structure file with ASE; it must carry a cell and atoms."""
-    from pathlib import Path
-
     import ase.io
-
-    from hrtemnet.errors import UserError
 
     path = Path(path)
     if not path.is_file():
