@@ -44,6 +44,10 @@ simulate train_static "$N_TRAIN" 1 train.json 0
 train "$data/train_static.zarr" unet unet_static "$ABLATION_STEPS" --base-channels "$UNET_BASE"
 train "$data/train.zarr" unet unet "$STEPS" --base-channels "$UNET_BASE"
 wait
+# Training-set size: the first 400 of the same series (same seeds, config and vibration table), same U-net schedule
+simulate train400 400 1 train.json "$PHONONS"
+hrtemnet train "$data/train400.zarr" --model unet --base-channels "$UNET_BASE" --out "$out/unet_400" \
+  --steps "$ABLATION_STEPS" "${common[@]}"
 
 python "$here/ship_models.py" ship
 hrtemnet evaluate "$data/val_bare.zarr" "$data/val_graphene.zarr" --model msd --model unet \
@@ -51,3 +55,5 @@ hrtemnet evaluate "$data/val_bare.zarr" "$data/val_graphene.zarr" --model msd --
 python "$here/ship_models.py" card "$here/results/main"
 hrtemnet evaluate "$data/val_bare.zarr" "$data/val_graphene.zarr" --model "$out/unet_vibrations/best.pt" \
   --model "$out/unet_static/best.pt" --out-dir "$here/results/vibrations_ablation" --dose-sweep ""
+hrtemnet evaluate "$data/val_bare.zarr" "$data/val_graphene.zarr" --model "$out/unet_vibrations/best.pt" \
+  --model "$out/unet_400/best.pt" --out-dir "$here/results/training_set_size" --dose-sweep ""
