@@ -68,7 +68,7 @@ class FakeModel:
     net: object = None
 
 
-def fake_predict(model, series):
+def fake_predict(model, series, *tiling):
     probabilities = np.zeros((NUM_LABELS, *series.shape[1:]))
     probabilities[1:] = np.clip(series, 0, 1) * 0.95
     if model.swap_s:
@@ -96,10 +96,10 @@ def fakes(monkeypatch):
     """Stand-ins for the simulation, prediction, dataset and model modules."""
     modules = {
         "hrtemnet.simulation": {"NoiseConfig": FakeNoiseConfig, "add_imaging_noise": fake_noise},
-        "hrtemnet.prediction": {"predict_probabilities": fake_predict},
         "hrtemnet.dataset": {"open_store": lambda path: FakeStore(), "open_stores": lambda paths: FakeStore()},
         "hrtemnet.models": {"load_model": lambda spec: FakeModel(spec, swap_s=spec == "swapper")},
     }
+    monkeypatch.setattr("hrtemnet.prediction.predict_probabilities", fake_predict)
     for name, attributes in modules.items():
         module = types.ModuleType(name)
         module.__dict__.update(attributes)

@@ -22,7 +22,6 @@ import numpy as np
 from scipy import stats
 
 from hrtemnet.columns import CLASS_NAMES, Columns
-from hrtemnet.io import resample_series
 from hrtemnet.metrics import (
     BORDER_A,
     CONFUSION_LABELS,
@@ -32,7 +31,6 @@ from hrtemnet.metrics import (
     mean_f1,
     total_score,
 )
-from hrtemnet.peaks import PeakConfig, extract_columns
 
 # Okabe & Ito (2008) colour-blind-safe palette.
 OKABE_ITO = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000")
@@ -204,11 +202,11 @@ def _noisy(clean: np.ndarray, sampling_A: float, dose: float | None, seed: int, 
 
 
 def _predict_columns(model, series: np.ndarray, sampling_A: float) -> Columns:
-    from hrtemnet.prediction import predict_probabilities
+    """The same path as `hrtemnet predict`: resample, network, peaks with the model's stored settings."""
+    from hrtemnet.io import FocalSeries
+    from hrtemnet.prediction import predict_series
 
-    series = resample_series(series, sampling_A, model.sampling_A)
-    probabilities = predict_probabilities(model, series)
-    return extract_columns(probabilities, model.sampling_A, PeakConfig(**(model.peak_params or {})))
+    return predict_series(model, FocalSeries(series, sampling_A, "validation series", "validation"))
 
 
 # ---- outputs ------------------------------------------------------------------------------------
