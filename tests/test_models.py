@@ -42,7 +42,13 @@ def test_each_layer_uses_its_dilation(layer):
 
 def test_layer_k_reads_exactly_the_input_and_earlier_layers():
     depth = 12
-    net = randomised(MSDNet(depth=depth, group_size=5))
+    torch.manual_seed(0)
+    net = randomised(MSDNet(depth=depth, group_size=5), std=0.02)
+    with torch.no_grad():
+        # Small weights and large positive biases keep every ReLU open, so a zero gradient can only mean
+        # "not connected"; with larger random weights a whole layer can be switched off and look disconnected.
+        for b in net.biases:
+            b.fill_(5.0)
     x = torch.randn(1, 3, 24, 24)
     for k in range(depth):
         maps = models._MSDLayers.apply(x, net.biases, net.group_size, net.width, *net.weights)
