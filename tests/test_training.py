@@ -132,3 +132,29 @@ def test_cli_dataset_that_is_not_a_store(tmp_path):
     for path in (tmp_path / "x.zarr", tmp_path / "missing.zarr"):
         result = CliRunner().invoke(app, ["train", str(path), "--model", "msd", "--out", str(tmp_path / "o")])
         assert result.exit_code == 2 and result.output.count("\n") <= 2, result.output
+
+
+def test_init_from_starts_at_the_given_weights_and_checks_the_architecture(tmp_path):
+    from hrtemnet.models import load_model
+
+    source = LatticeSource(n=4)
+    unet = {"depth": 2, "base_channels": 4}
+    first = train(run_config(tmp_path / "a", steps=3, model="unet", model_kwargs=unet), source=source)
+    # a vanishing learning rate: after one step the weights are still those of the file
+    config = run_config(tmp_path / "b", steps=1, model="unet", model_kwargs={}, learning_rate=1e-12, seed=5)
+    config.init_from = str(first.files["final"])
+    second = train(config, source=source)
+    start, continued = load_model(first.files["final"]), load_model(second.files["final"])
+    assert continued.kwargs == unet  # the size comes from the file
+    assert continued.card["initialised_from"]["steps"] == 3
+    for a, b in zip(start.net.parameters(), continued.net.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-9)
+    fresh = train(run_config(tmp_path / "c", steps=1, model="unet", model_kwargs=unet, learning_rate=1e-12, seed=5),
+                  source=source)
+    assert not all(torch.equal(a, b) for a, b in zip(start.net.parameters(), load_model(fresh.files["final"]).net
+                                                      .parameters(), strict=True))
+    for model, kwargs, message in (("msd", {}, "not msd"), ("unet", {"depth": 3}, "drop --depth")):
+        bad = run_config(tmp_path / f"bad_{model}", steps=1, model=model, model_kwargs=kwargs)
+        bad.init_from = str(first.files["final"])
+        with pytest.raises(training.UserError, match=message):
+            train(bad, source=source)

@@ -301,6 +301,9 @@ def train_command(
     threads: int | None = typer.Option(None, "--threads", help="Torch threads per process."),
     val_every: int = typer.Option(200, "--val-every", help="Validate every N steps (and at the end)."),
     checkpoint_minutes: float = typer.Option(5.0, "--checkpoint-minutes", help="Checkpoint interval."),
+    init_from: str | None = typer.Option(
+        None, "--init-from", help="Start from the weights of a trained model (msd, unet, a .pt file or a training "
+        "folder) instead of random ones; its size is used. Fresh optimiser, steps count from 0."),
 ):
     """Train an MSD-net or U-net on a simulated dataset; also runs under torchrun (DistributedDataParallel)."""
     from hrtemnet.models import MODEL_NAMES
@@ -317,7 +320,7 @@ def train_command(
                          steps=steps, crop_px=crop, batch_size=batch, learning_rate=lr, seed=seed,
                          val_dataset=None if val is None else str(val), val_images=val_images,
                          val_every_steps=val_every, checkpoint_minutes=checkpoint_minutes, threads=threads,
-                         resume=resume)
+                         resume=resume, init_from=init_from)
     result = train(config)
     if result.files:
         console.print(f"trained {model} to step {result.steps} (last loss {result.last_loss:.4f}; best "

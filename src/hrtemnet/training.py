@@ -25,7 +25,7 @@ import json
 import os
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +36,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from hrtemnet.columns import Columns
 from hrtemnet.errors import UserError
-from hrtemnet.models import build_model, normalize_series, save_model_bundle
+from hrtemnet.models import build_model, load_model, normalize_series, save_model_bundle
 from hrtemnet.progress import progress_bar
 
 LABEL_RADIUS_A = 0.45
@@ -163,6 +163,7 @@ class TrainConfig:
     class_weights: tuple[float, ...] = DEFAULT_CLASS_WEIGHTS
     threads: int | None = None  # torch threads per process (default: torch's choice)
     resume: bool = False
+    init_from: str | None = None  # a trained model file whose weights start this run (fine-tuning, continuation)
     progress: bool = True
 
 
@@ -252,8 +253,13 @@ def train(config: TrainConfig, source=None, val_source=None) -> TrainResult:
     _check_config(config, source)
     train_indices, val_source, val_indices = split_validation(source, val_source, config.val_images)
 
+    initial = _initial_model(config) if config.init_from else None
+    if initial is not None:
+        config = replace(config, model_kwargs=initial.kwargs)
     torch.manual_seed(config.seed)  # the same initial weights in every process
     net = build_model(config.model, **config.model_kwargs)
+    if initial is not None:
+        net.load_state_dict({k: v.float() for k, v in initial.net.state_dict().items()})
     optimizer = torch.optim.Adam(net.parameters(), lr=config.learning_rate)
     out_dir = Path(config.out_dir)
     checkpoint_path, log_path = out_dir / CHECKPOINT_NAME, out_dir / LOG_NAME
@@ -279,6 +285,10 @@ def train(config: TrainConfig, source=None, val_source=None) -> TrainResult:
             "world_size": world_size, "seed": config.seed, "learning_rate": config.learning_rate,
             "label_radius_A": config.label_radius_A, "class_weights": list(config.class_weights),
             "parameters": sum(p.numel() for p in net.parameters())}
+    if initial is not None:
+        card["initialised_from"] = {"file": str(config.init_from), "steps": initial.card.get("steps"),
+                                    "dataset": initial.card.get("dataset"),
+                                    "training_command": initial.card.get("training_command")}
 
     def write_checkpoint(step: int) -> None:
         state = {"model": net.state_dict(), "optimizer": optimizer.state_dict(), "step": step, "best": best,
@@ -330,6 +340,17 @@ def train(config: TrainConfig, source=None, val_source=None) -> TrainResult:
         if (out_dir / "best.pt").exists():
             files["best"] = out_dir / "best.pt"
     return TrainResult(step, loss_value, best["val_f1"], best["step"], files)
+
+
+def _initial_model(config: TrainConfig):
+    """The model file of `--init-from`, checked against the requested network (its size is taken from the file)."""
+    initial = load_model(config.init_from)
+    if initial.name != config.model:
+        raise UserError(f"--init-from {config.init_from} holds a {initial.name} model, not {config.model}")
+    if config.model_kwargs and config.model_kwargs != initial.kwargs:
+        raise UserError(f"--init-from {config.init_from} is a {initial.name} {initial.kwargs}, not "
+                        f"{config.model_kwargs}; drop --depth/--base-channels or give matching ones")
+    return initial
 
 
 def _load_checkpoint(path: Path, config: TrainConfig, net, optimizer) -> tuple[int, dict]:
