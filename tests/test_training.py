@@ -114,6 +114,11 @@ def test_resume_continues_at_the_saved_step_and_matches_an_uninterrupted_run(tmp
     a, b = (torch.load(r.files["checkpoint"], weights_only=False)["model"] for r in (full, resumed))
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-6, atol=1e-7)
+    # a script that always passes --resume: the first call starts at step 0
+    fresh = run_config(tmp_path / "c", steps=2, model="unet", model_kwargs={"depth": 2, "base_channels": 4},
+                       resume=True)
+    assert train(fresh, source=source).steps == 2
+    assert "no checkpoint" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("args,message", [

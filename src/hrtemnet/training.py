@@ -264,11 +264,15 @@ def train(config: TrainConfig, source=None, val_source=None) -> TrainResult:
     out_dir = Path(config.out_dir)
     checkpoint_path, log_path = out_dir / CHECKPOINT_NAME, out_dir / LOG_NAME
     start_step, best = 0, {"val_f1": -1.0, "step": None}
-    if config.resume:
+    if config.resume and checkpoint_path.exists():
         start_step, best = _load_checkpoint(checkpoint_path, config, net, optimizer)
         if is_main:
             print(f"resuming from {checkpoint_path} at step {start_step} of {config.steps}", flush=True)
             _truncate_log(log_path, start_step)
+    elif config.resume:  # a script that always passes --resume starts the run the first time
+        if is_main:
+            print(f"--resume: no checkpoint in {out_dir} yet; starting at step 0", flush=True)
+            log_path.unlink(missing_ok=True)
     elif checkpoint_path.exists():
         raise UserError(f"{out_dir} already holds a training run; pass --resume to continue it or use another --out")
     if is_main:
@@ -354,8 +358,6 @@ def _initial_model(config: TrainConfig):
 
 
 def _load_checkpoint(path: Path, config: TrainConfig, net, optimizer) -> tuple[int, dict]:
-    if not path.is_file():
-        raise UserError(f"--resume: no checkpoint {path}; start without --resume")
     try:
         state = torch.load(path, map_location="cpu", weights_only=False)  # our own file: holds RNG states
     except Exception as error:
