@@ -160,3 +160,22 @@ def test_evaluate_command(fakes, tmp_path):
         assert runner.invoke(app, [*args, *bad]).exit_code == 2, bad
     missing = ["evaluate", str(tmp_path / "nope.zarr"), "--model", "good", "--out-dir", str(tmp_path / "o")]
     assert runner.invoke(app, missing).exit_code == 2
+
+
+def test_dose_sweep_uses_images_spread_over_the_set(fakes, tmp_path):
+    """A bare + graphene pair of stores is read as one: the sweep must not take only the first (bare) images."""
+
+    class RecordingStore(FakeStore):
+        def __init__(self):
+            super().__init__()
+            self.reads = []
+
+        def read_images(self, i):
+            self.reads.append(i)
+            return super().read_images(i)
+
+    store = RecordingStore()
+    config = EvaluationConfig(dose_sweep_e_per_A2=(1e4,), dose_sweep_images=2, progress=False)
+    result = evaluate_models(store, [FakeModel("good")], tmp_path, config)
+    assert store.reads[len(store):] == [0, len(store) - 1]
+    assert len(result.dose_sweep["good"][1e4]) == 2

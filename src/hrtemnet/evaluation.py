@@ -4,7 +4,7 @@ Every model sees the same noisy series: noise for image i is drawn from `rng([se
 results do not depend on `--limit` or on which models are compared. Outputs in `out_dir`:
 `per_image.csv`, `f1_histograms.png` (per-image F1 by substrate, the seed's Figure 2),
 `example_series.png` (predicted columns over one focal series, Figure 1), `confusion_matrices.png`,
-`f1_vs_dose.png` (a separate sweep over fixed doses on the first images), `summary.json` and
+`f1_vs_dose.png` (a separate sweep over fixed doses on images spread evenly over the set), `summary.json` and
 `report.md` linking them.
 """
 
@@ -45,7 +45,7 @@ class EvaluationConfig:
     seed: int = 0
     match_radius_A: float = MATCH_RADIUS_A
     border_A: float = BORDER_A
-    # F1 against dose: every model on the first `dose_sweep_images` images at each of these doses.
+    # F1 against dose: every model on `dose_sweep_images` images spread evenly over the set, at each dose.
     dose_sweep_e_per_A2: tuple[float, ...] = (3e3, 1e4, 3e4, 1e5)
     dose_sweep_images: int = 20
     example_index: int = 0  # the series shown in the Figure 1-style plot
@@ -170,7 +170,9 @@ def evaluate_models(
             if index == config.example_index or example is None:
                 example = (index, series, truth, predictions, params)
             progress.advance(task)
-        for index in range(n_sweep):
+        # spread over the whole set, so a bare + graphene pair of stores contributes both substrates
+        for index in np.unique(np.linspace(0, n_images - 1, n_sweep).round().astype(int)) if n_sweep else ():
+            index = int(index)
             clean, truth = store.read_images(index), store.read_columns(index)
             for dose in config.dose_sweep_e_per_A2:
                 series, _ = _noisy(clean, store.sampling_A, dose, config.seed, index)
