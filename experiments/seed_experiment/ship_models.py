@@ -1,6 +1,6 @@
 """Copy trained models into the package as the shipped `msd` / `unet`, with model cards.
 
-    python experiments/seed_experiment/ship_models.py ship            # runs/*/best.pt -> src/hrtemnet/data/models
+    python experiments/seed_experiment/ship_models.py ship [RUNS STEPS] # RUNS/*/best.pt -> src/hrtemnet/data/models
     python experiments/seed_experiment/ship_models.py card RESULTS_DIR # add evaluation figures to the cards
 
 The card (JSON inside the model file, and data/models/<name>.json + <name>.md) states the training command,
@@ -23,29 +23,38 @@ RUNS = HERE / "runs"
 WEIGHTS_DTYPE = {"msd": torch.float32, "unet": torch.float16}  # keeps each file at a few MB
 
 
-def training_command(name: str, card: dict) -> str:
-    size = "--depth 100" if name == "msd" else "--base-channels 16"
-    # run in two legs (--steps 5000, then --resume --steps 7000), which resumes to the same result
-    return (f"hrtemnet train train.zarr --model {name} {size} --out runs/{name} --steps 7000 --crop "
-            f"{card['crop_px']} --batch {card['batch_size']} --seed {card['seed']} --threads 1 "
-            "--val val_select.zarr --val-images 48 --val-every 500")
+def training_command(name: str, card: dict, runs: Path, steps: int) -> str:
+    """The `hrtemnet train` call that made this model (paths relative to the data and experiment folders)."""
+    size = " ".join(f"--{key.replace('_', '-')} {value}" for key, value in card["model_kwargs"].items())
+    start = card.get("initialised_from")
+    init = f" --init-from {Path(start['file']).relative_to(HERE)}" if start else ""
+    out = runs.relative_to(HERE) if runs.is_relative_to(HERE) else runs
+    # stage 1 ran in two legs (--steps 5000, then --resume --steps 7000), which resumes to the same result
+    return (f"hrtemnet train train.zarr --model {name} {size}{init} --out {out}/{name} --steps {steps} "
+            f"--crop {card['crop_px']} --batch {card['batch_size']} --seed {card['seed']} "
+            f"--lr {card['learning_rate']:g} --threads 1 --val val_select.zarr --val-images 48 --val-every 500")
 
 
-def ship() -> None:
+def ship(runs: Path, steps: int) -> None:
     for name in ("msd", "unet"):
-        model = load_model(RUNS / name / "best.pt")
+        model = load_model(runs / name / "best.pt")
         store = open_store(model.card["dataset"])
         card = dict(model.card)
+        card.update({"model": name, "model_kwargs": model.kwargs})
         card.update({
-            "model": name, "model_kwargs": model.kwargs, "sampling_A": model.sampling_A,
-            "peak_params": model.peak_params, "training_command": training_command(name, card),
+            "sampling_A": model.sampling_A, "peak_params": model.peak_params,
+            "training_command": training_command(name, card, runs, steps),
             "training_set": {"series": len(store), "seed": store.seed, "config": store.config,
                              "vibration_table": dict(store.group.attrs.get("vibration_table") or {}),
-                             "simulate_command": "hrtemnet simulate train.zarr --n 1600 --seed 1 --config "
-                                                 "experiments/seed_experiment/train.json --phonons 4"},
+                             "simulate_command": f"hrtemnet simulate train.zarr --n {len(store)} --seed {store.seed} "
+                                                 "--config experiments/seed_experiment/train.json --phonons 4"},
             "dataset": Path(card["dataset"]).name, "val_dataset": Path(card["val_dataset"]).name,
             "weights_dtype": str(WEIGHTS_DTYPE[name]).replace("torch.", ""),
         })
+        if card.get("initialised_from"):  # earlier stages: where the starting weights came from
+            start = dict(card["initialised_from"])
+            start["file"] = str(Path(start["file"]).relative_to(HERE.parent.parent))
+            card["initialised_from"] = start
         path = SHIPPED_MODELS_DIR / f"{name}.pt"
         save_model_bundle(path, model.net, name, model.kwargs, model.sampling_A, model.peak_params, card,
                           weights_dtype=WEIGHTS_DTYPE[name])
@@ -68,6 +77,10 @@ def add_results(results_dir: Path) -> None:
                  f"- Architecture: {name} {model.kwargs}, {card['parameters']:,} parameters, weights stored as "
                  f"{card['weights_dtype']}.",
                  f"- Trained by: `{card['training_command']}` (best validation step {card['steps']}).",
+                 *([f"- Started from `{card['initialised_from']['file']}` "
+                    f"({card['initialised_from']['steps']} steps of "
+                    f"`{card['initialised_from']['training_command']}`; fresh Adam)."]
+                   if card.get("initialised_from") else []),
                  f"- Training data: {card['training_set']['series']} simulated focal series, seed "
                  f"{card['training_set']['seed']}, 256x256 px at {model.sampling_A} Å/px, half on graphene, "
                  f"4 frozen phonons from the vibration table recorded in {name}.json; "
@@ -87,8 +100,9 @@ def add_results(results_dir: Path) -> None:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["ship"]:
-        ship()
+    if sys.argv[1:2] == ["ship"] and len(sys.argv) in (2, 4):
+        runs, steps = (Path(sys.argv[2]).resolve(), int(sys.argv[3])) if len(sys.argv) == 4 else (RUNS, 7000)
+        ship(runs, steps)
     elif sys.argv[1:2] == ["card"] and len(sys.argv) == 3:
         add_results(Path(sys.argv[2]))
     else:
