@@ -81,7 +81,7 @@ def vibrations_command(
     kinds = tuple(s.strip() for s in structures.split(",") if s.strip())
     config = MDConfig(temperature_K=temperature_K, time_ps=time_ps, equilibration_ps=equilibration_ps,
                       seed=seed, substrate=substrate, structures=kinds)
-    table = measure_vibrations(config, log=lambda line: console.print(line, highlight=False))
+    table = measure_vibrations(config, show_progress=True)
     table["command"] = shlex.join(["hrtemnet", "vibrations", str(out), "--temperature-K",
                                    f"{temperature_K:g}", "--time-ps", f"{time_ps:g}",
                                    "--equilibration-ps", f"{equilibration_ps:g}",

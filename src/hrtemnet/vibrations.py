@@ -504,21 +504,29 @@ def build_structures(
     return structures
 
 
-def run_md(atoms: Atoms, config: MDConfig, seed: int) -> tuple[Atoms, np.ndarray]:
-    """Minimise, equilibrate (Langevin), then sample positions: (minimised atoms, frames (T, n, 3))."""
+def md_schedule(config: MDConfig) -> tuple[int, int, int]:
+    """(equilibration steps, steps between samples, number of samples) of one structure's run."""
+    steps_per_sample = max(1, int(round(config.sample_interval_fs / config.timestep_fs)))
+    samples = max(2, int(round(config.time_ps * 1000 / config.timestep_fs / steps_per_sample)))
+    return int(round(config.equilibration_ps * 1000 / config.timestep_fs)), steps_per_sample, samples
+
+
+def run_md(atoms: Atoms, config: MDConfig, seed: int, advance=None) -> tuple[Atoms, np.ndarray]:
+    """Minimise, equilibrate (Langevin), then sample positions: (minimised atoms, frames (T, n, 3)).
+
+    `advance(steps)` is called as MD steps complete (for a progress bar)."""
     lmp = Lammps(atoms)
     try:
-        return _minimise_and_sample(lmp, atoms, config, seed)
+        return _minimise_and_sample(lmp, atoms, config, seed, advance or (lambda steps: None))
     finally:
         lmp.close()
 
 
-def _minimise_and_sample(lmp: Lammps, atoms: Atoms, config: MDConfig, seed: int) -> tuple[Atoms, np.ndarray]:
+def _minimise_and_sample(lmp: Lammps, atoms: Atoms, config: MDConfig, seed: int, advance) -> tuple[Atoms, np.ndarray]:
     lmp.minimize()
     relaxed = atoms.copy()
     relaxed.positions = lmp.positions()
-    steps_per_sample = max(1, int(round(config.sample_interval_fs / config.timestep_fs)))
-    samples = max(2, int(round(config.time_ps * 1000 / config.timestep_fs / steps_per_sample)))
+    equilibration_steps, steps_per_sample, samples = md_schedule(config)
     lmp.lmp.commands_list(
         [
             f"timestep {config.timestep_fs / 1000}",
@@ -527,21 +535,39 @@ def _minimise_and_sample(lmp: Lammps, atoms: Atoms, config: MDConfig, seed: int)
             f"fix thermostat all langevin {config.temperature_K} {config.temperature_K} "
             # zero yes: no net random force, so the system as a whole does not drift
             f"{config.langevin_damping_ps} {seed + 1} zero yes",
-            f"run {int(round(config.equilibration_ps * 1000 / config.timestep_fs))}",
+            "run 0",  # sets the run up once; the chunks below continue it without re-setup
         ]
     )
+    chunk = max(1, int(round(1000 / config.timestep_fs)))  # report progress every simulated ps
+    for first in range(0, equilibration_steps, chunk):
+        steps = min(chunk, equilibration_steps - first)
+        lmp.lmp.command(f"run {steps} pre no post no")
+        advance(steps)
     box = lmp.box_lengths()
     frames = np.empty((samples, len(atoms), 3), dtype=np.float32)
     for index in range(samples):
         lmp.lmp.command(f"run {steps_per_sample} pre no post no")
+        advance(steps_per_sample)
         # unwrap across the periodic box: no atom strays half a box from its site (no net drift)
         offset = lmp.positions() - relaxed.positions
         frames[index] = relaxed.positions + offset - box * np.round(offset / box)
     return relaxed, frames
 
 
-def measure_vibrations(config: MDConfig, log=print) -> dict:
-    """Run the MD of every structure and return the vibration table as a JSON-ready dict."""
+def measure_vibrations(config: MDConfig, log=print, show_progress: bool = False) -> dict:
+    """Run the MD of every structure and return the vibration table as a JSON-ready dict.
+
+    With `show_progress`, a progress bar counts simulated picoseconds over all structures (and `log` lines
+    are printed above it)."""
+    from hrtemnet.progress import progress_bar
+
+    with progress_bar("ps", show_progress) as progress:
+        if show_progress:
+            log = progress.console.print
+        return _measure_vibrations(config, log, progress)
+
+
+def _measure_vibrations(config: MDConfig, log, progress) -> dict:
     import time
 
     rng = np.random.default_rng(config.seed)
@@ -551,10 +577,16 @@ def measure_vibrations(config: MDConfig, log=print) -> dict:
         f"relaxed lattice constants: MoS2 a = {constants['mos2_lattice_A']:.4f} Å (S-S thickness "
         f"{constants['mos2_thickness_A']:.4f} Å), graphene a = {constants['graphene_lattice_A']:.4f} Å"
     )
+    structures = build_structures(config, constants, rng)
+    equilibration_steps, steps_per_sample, samples = md_schedule(config)
+    ps_per_step = config.timestep_fs / 1000
+    total_ps = len(structures) * (equilibration_steps + steps_per_sample * samples) * ps_per_step
+    task = progress.add_task(f"MD at {config.temperature_K:g} K", total=round(total_ps, 3))
     symbols, coordination, sigma_xy, sigma_z, runs = [], [], [], [], []
-    for index, (name, atoms, periodic_sheet) in enumerate(build_structures(config, constants, rng)):
+    for index, (name, atoms, periodic_sheet) in enumerate(structures):
         tick = time.perf_counter()
-        relaxed, frames = run_md(atoms, config, seed=config.seed * 1000 + 2 * index + 1)
+        relaxed, frames = run_md(atoms, config, seed=config.seed * 1000 + 2 * index + 1,
+                                 advance=lambda steps: progress.advance(task, steps * ps_per_step))
         mos2 = np.flatnonzero(np.isin(relaxed.numbers, (16, 42)))
         groups = [(mos2, not periodic_sheet)]
         if (carbon := np.flatnonzero(relaxed.numbers == 6)).size:
