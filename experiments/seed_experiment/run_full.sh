@@ -12,7 +12,7 @@ here="$(cd "$(dirname "$0")" && pwd)"
 data="${DATA_DIR:-$here/../../work_data/full}"
 out="${OUT_DIR:-$here/runs/full}"
 STAGE="${STAGE:-2}"
-STEPS="${STEPS:-7000}"
+STEPS="${STEPS:-5000}"
 LR="${LR:-3e-4}"
 WORKERS="${WORKERS:-2}"
 mkdir -p "$data" "$out"
@@ -32,9 +32,12 @@ common=(--crop 128 --batch 4 --seed "$STAGE" --lr "$LR" --threads 1 --val "$data
         --val-every 500 --checkpoint-minutes 2 --resume)
 train() { hrtemnet train "$data/train.zarr" --model "$1" --init-from "$(init "$1")" --out "$out/stage$STAGE/$1" \
             --steps "$STEPS" "${common[@]}"; }
+evaluate() { hrtemnet evaluate "$data/val_bare.zarr" "$data/val_graphene.zarr" --model "$1" --model "$2" \
+               --out-dir "$here/results/$3" "${@:4}"; }
 train msd &
 train unet
+# the starting models on the same validation sets (what the previous stage reached), on the core U-net freed
+[ "$previous" != 1 ] || [ -e "$here/results/full_stage1/summary.json" ] ||
+  OMP_NUM_THREADS=1 evaluate "$(init msd)" "$(init unet)" full_stage1 --dose-sweep ""
 wait
-
-hrtemnet evaluate "$data/val_bare.zarr" "$data/val_graphene.zarr" --model "$out/stage$STAGE/msd/best.pt" \
-  --model "$out/stage$STAGE/unet/best.pt" --out-dir "$here/results/full_stage$STAGE"
+evaluate "$out/stage$STAGE/msd/best.pt" "$out/stage$STAGE/unet/best.pt" "full_stage$STAGE"
