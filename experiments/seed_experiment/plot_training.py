@@ -1,6 +1,8 @@
 """Training curves (loss and validation F1 against step) from the runs' log.jsonl files; also writes thinned logs.
 
     python experiments/seed_experiment/plot_training.py runs/msd runs/unet runs/unet_static --out results/training
+    python experiments/seed_experiment/plot_training.py runs/full/stage2/msd runs/full/stage2/unet \
+        --previous results/training --out results/full_training  # a later stage after the earlier one's curves
 """
 
 from __future__ import annotations
@@ -22,19 +24,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+", type=Path)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--previous", type=Path, help="folder of the previous stage's thinned logs (<run name>.jsonl); "
+                        "they are drawn first and this stage's steps are counted on from their last step")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     fig, (ax_loss, ax_f1) = plt.subplots(1, 2, figsize=(11, 4))
     for colour, run in zip(COLOURS, args.runs, strict=False):
-        records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines() if line.strip()]
-        steps = [r for r in records if "loss" in r]
-        vals = [r for r in records if "val_f1" in r]
-        step = np.array([r["step"] for r in steps])
-        loss = np.array([r["loss"] for r in steps])
-        window = 50
-        smooth = np.convolve(loss, np.ones(window) / window, mode="valid")
-        ax_loss.plot(step[window - 1:], smooth, color=colour, label=run.name)
-        ax_f1.plot([r["step"] for r in vals], [r["val_f1"] for r in vals], "o-", color=colour, label=run.name)
+        records = read_log(run / "log.jsonl")
+        offset = 0
+        if args.previous and (args.previous / f"{run.name}.jsonl").exists():
+            earlier = read_log(args.previous / f"{run.name}.jsonl")  # every 50th step: smooth over 10 points
+            offset = max(r["step"] for r in earlier)
+            plot_curves(ax_loss, ax_f1, earlier, 0, 10, colour, alpha=0.5, label=None)
+            for ax in (ax_loss, ax_f1):
+                ax.axvline(offset, color="grey", linestyle=":", linewidth=1)
+        plot_curves(ax_loss, ax_f1, records, offset, 50, colour, alpha=1.0, label=run.name)
         thinned = [r for r in records if "val_f1" in r or r["step"] % 50 == 0]
         (args.out / f"{run.name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in thinned))
     ax_loss.set(xlabel="training step (batch of 4 crops, 128² px)", ylabel="weighted cross-entropy (50-step mean)",
@@ -47,6 +51,22 @@ def main() -> None:
     fig.tight_layout()
     fig.savefig(args.out / "training_curves.png", dpi=110)
     print(f"wrote {args.out / 'training_curves.png'}")
+
+
+def read_log(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def plot_curves(ax_loss, ax_f1, records: list[dict], offset: int, window: int, colour: str, alpha: float,
+                label: str | None) -> None:
+    steps = [r for r in records if "loss" in r]
+    vals = [r for r in records if "val_f1" in r]
+    step = np.array([r["step"] for r in steps]) + offset
+    loss = np.array([r["loss"] for r in steps])
+    smooth = np.convolve(loss, np.ones(window) / window, mode="valid")
+    ax_loss.plot(step[window - 1:], smooth, color=colour, alpha=alpha, label=label)
+    ax_f1.plot([r["step"] + offset for r in vals], [r["val_f1"] for r in vals], "o-", color=colour, alpha=alpha,
+               label=label)
 
 
 if __name__ == "__main__":
