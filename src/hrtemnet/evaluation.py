@@ -83,24 +83,24 @@ class EvaluationResult:
 
     def comparisons(self) -> list[dict[str, Any]]:
         """Paired per-image comparison of each pair of models (Wilcoxon signed-rank test)."""
-        records = []
-        for a, b in combinations(self.model_names, 2):
-            fa = np.array([s.f1 for s in self.scores[a]])
-            fb = np.array([s.f1 for s in self.scores[b]])
-            differs = fa != fb
-            p_value = float(stats.wilcoxon(fa[differs], fb[differs]).pvalue) if differs.sum() >= 2 else np.nan
-            records.append(
-                {
-                    "a": a,
-                    "b": b,
-                    "mean_difference": float(np.mean(fa - fb)) if len(fa) else np.nan,
-                    "a_better": int(np.sum(fa > fb)),
-                    "b_better": int(np.sum(fb > fa)),
-                    "ties": int(np.sum(~differs)),
-                    "wilcoxon_p": p_value,
-                }
-            )
-        return records
+        return [
+            {"a": a, "b": b} | paired_comparison([s.f1 for s in self.scores[a]], [s.f1 for s in self.scores[b]])
+            for a, b in combinations(self.model_names, 2)
+        ]
+
+
+def paired_comparison(f1_a: Sequence[float], f1_b: Sequence[float]) -> dict[str, Any]:
+    """Mean difference a - b of per-image F1 on the same images, win/tie counts and the Wilcoxon signed-rank p."""
+    fa, fb = np.asarray(f1_a, dtype=float), np.asarray(f1_b, dtype=float)
+    differs = fa != fb
+    p_value = float(stats.wilcoxon(fa[differs], fb[differs]).pvalue) if differs.sum() >= 2 else np.nan
+    return {
+        "mean_difference": float(np.mean(fa - fb)) if len(fa) else np.nan,
+        "a_better": int(np.sum(fa > fb)),
+        "b_better": int(np.sum(fb > fa)),
+        "ties": int(np.sum(~differs)),
+        "wilcoxon_p": p_value,
+    }
 
 
 def run_evaluation(datasets: Sequence[Path], model_specs: Sequence[str], out_dir: Path, config: EvaluationConfig):
