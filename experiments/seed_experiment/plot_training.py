@@ -38,6 +38,7 @@ def main() -> None:
             plot_curves(ax_loss, ax_f1, earlier, 0, 10, colour, alpha=0.5, label=None)
             for ax in (ax_loss, ax_f1):
                 ax.axvline(offset, color="grey", linestyle=":", linewidth=1)
+                ax.text(offset, 0.02, " next stage", transform=ax.get_xaxis_transform(), color="grey")
         plot_curves(ax_loss, ax_f1, records, offset, 50, colour, alpha=1.0, label=run.name)
         thinned = [r for r in records if "val_f1" in r or r["step"] % 50 == 0]
         (args.out / f"{run.name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in thinned))

@@ -4,7 +4,8 @@
 # (datasets fill in missing samples, training continues from OUT/checkpoint.pt).
 #
 # Training runs in stages, one per 3-hour session on 2 CPU cores. Stage 1 is run.sh (7,000 steps on 1,600
-# series, lr 1e-3); its best weights are committed as checkpoints/stage1_{msd,unet}.pt. Each later stage starts
+# series, lr 1e-3). Each stage's best weights are committed as checkpoints/stageN_{msd,unet}.pt (stage 2:
+# 5,000 steps on the 10,000 series, lr 3e-4, the shipped models; next: STAGE=3 bash run_full.sh). Each later stage starts
 # both networks from the previous stage's best weights (`--init-from`, fresh Adam) and trains them on the full
 # set with identical settings. A new machine has no datasets: the first lines regenerate them (same seeds).
 set -euo pipefail
@@ -24,8 +25,9 @@ simulate val_select 48 4 train.json
 simulate train 10000 1 train.json
 
 previous=$((STAGE - 1))
-init() {  # stage 1 weights are committed; later stages start from the previous stage's best.pt
-  if [ "$previous" = 1 ]; then echo "$here/checkpoints/stage1_$1.pt"; else echo "$out/stage$previous/$1/best.pt"; fi
+init() {  # the previous stage's best.pt from this machine, else its committed copy (checkpoints/stageN_*.pt)
+  local run="$out/stage$previous/$1/best.pt"
+  if [ -e "$run" ]; then echo "$run"; else echo "$here/checkpoints/stage${previous}_$1.pt"; fi
 }
 # Same data, crops, batch, steps, seed and learning rate for both; one single-threaded process each, side by side.
 common=(--crop 128 --batch 4 --seed "$STAGE" --lr "$LR" --threads 1 --val "$data/val_select.zarr" --val-images 48
