@@ -146,7 +146,9 @@ def evaluate_models(
     rows, substrates, example = [], [], None
     with progress_bar("images", config.progress) as progress:
         task = progress.add_task("evaluating", total=n_images)
-        sweep_task = progress.add_task("dose sweep", total=n_sweep * len(config.dose_sweep_e_per_A2))
+        # an empty sweep (--dose-sweep "" or the demo) gets no bar
+        n_sweep_runs = n_sweep * len(config.dose_sweep_e_per_A2)
+        sweep_task = progress.add_task("dose sweep", total=n_sweep_runs, visible=n_sweep_runs > 0)
         for index in range(n_images):
             clean, truth, params = (
                 store.read_images(index),
