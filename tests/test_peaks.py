@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from hrtemnet.columns import NUM_LABELS, Columns
+from hrtemnet.evaluation import choose_peak_config
 from hrtemnet.metrics import match_columns
-from hrtemnet.peaks import PeakConfig, choose_peak_config, extract_columns
+from hrtemnet.peaks import PeakConfig, extract_columns
 
 SAMPLING_A = 0.15
 SHAPE = (128, 128)

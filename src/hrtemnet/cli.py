@@ -380,7 +380,8 @@ def predict_command(
     from hrtemnet.io import read_focal_series
     from hrtemnet.models import load_model
     from hrtemnet.peaks import PeakConfig
-    from hrtemnet.prediction import plot_prediction, predict_series, summarize, write_prediction
+    from hrtemnet.plotting import plot_prediction
+    from hrtemnet.prediction import predict_series, summarize, write_prediction
     from hrtemnet.progress import progress_bar
 
     if sampling is not None and not sampling > 0:

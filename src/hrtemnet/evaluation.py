@@ -13,7 +13,7 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from itertools import combinations
 from pathlib import Path
 from typing import Any
@@ -29,12 +29,11 @@ from hrtemnet.metrics import (
     ImageScore,
     match_image,
     mean_f1,
+    score_image,
     total_score,
 )
+from hrtemnet.peaks import PeakConfig, extract_columns
 
-# Okabe & Ito (2008) colour-blind-safe palette.
-OKABE_ITO = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000")
-CLASS_COLOURS = {"Mo": "#56B4E9", "S2": "#E69F00", "S": "#CC79A7"}  # bright enough on grey images
 SUBSTRATES = ("bare", "graphene")
 
 
@@ -101,6 +100,57 @@ def paired_comparison(f1_a: Sequence[float], f1_b: Sequence[float]) -> dict[str,
         "ties": int(np.sum(~differs)),
         "wilcoxon_p": p_value,
     }
+
+
+# ---- choosing the peak threshold on validation data ---------------------------------------------------
+
+# Thresholds tried by `choose_peak_config`.
+DEFAULT_THRESHOLDS: tuple[float, ...] = tuple(np.round(np.arange(0.1, 0.91, 0.05), 2))
+
+
+def peak_threshold_curve(
+    validation: Sequence[tuple[np.ndarray, Columns, tuple[float, float]]],
+    sampling_A: float,
+    base: PeakConfig | None = None,
+    thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
+    match_radius_A: float = MATCH_RADIUS_A,
+    border_A: float = BORDER_A,
+) -> np.ndarray:
+    """Mean species-aware F1 over `validation` (probabilities, truth, image size) at each threshold."""
+    base = base or PeakConfig()
+    # One extraction at the lowest threshold serves all: the threshold only drops lower peaks.
+    lowest = replace(base, threshold=float(min(thresholds)))
+    candidates = [
+        (extract_columns(probabilities, sampling_A, lowest), truth, size)
+        for probabilities, truth, size in validation
+    ]
+
+    def mean_f1_at(threshold: float) -> float:
+        return mean_f1(
+            score_image(truth, columns.subset(columns.score > threshold), size, match_radius_A, border_A)
+            for columns, truth, size in candidates
+        )
+
+    return np.array([mean_f1_at(threshold) for threshold in thresholds])
+
+
+def choose_peak_config(
+    validation: Sequence[tuple[np.ndarray, Columns, tuple[float, float]]],
+    sampling_A: float,
+    base: PeakConfig | None = None,
+    thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
+    match_radius_A: float = MATCH_RADIUS_A,
+    border_A: float = BORDER_A,
+) -> PeakConfig:
+    """`base` with the threshold that maximises mean F1 on validation data (ties: the lowest).
+
+    `validation` holds (probabilities `(4, H, W)`, true columns, image size `(width_A, height_A)`).
+    """
+    if len(validation) == 0:
+        raise ValueError("choose_peak_config needs at least one validation image")
+    base = base or PeakConfig()
+    mean_f1 = peak_threshold_curve(validation, sampling_A, base, thresholds, match_radius_A, border_A)
+    return replace(base, threshold=float(thresholds[int(np.argmax(mean_f1))]))
 
 
 def run_evaluation(datasets: Sequence[Path], model_specs: Sequence[str], out_dir: Path, config: EvaluationConfig):
@@ -217,19 +267,26 @@ def _predict_columns(model, series: np.ndarray, sampling_A: float) -> Columns:
 
 
 def write_outputs(result: EvaluationResult, example, models, store, image_size_A, out_dir: Path, config):
-    import matplotlib
+    """per_image.csv, the figures (drawn by `hrtemnet.plotting`), summary.json and report.md in `out_dir`."""
+    from hrtemnet import plotting
 
-    matplotlib.use("Agg")
     out_dir.mkdir(parents=True, exist_ok=True)
     files = result.files
     files["table"] = _write_table(out_dir / "per_image.csv", result.rows)
-    files["histograms"] = plot_f1_histograms(result, out_dir / "f1_histograms.png")
-    files["example"] = plot_example_series(
-        example, result.model_names, store.sampling_A, image_size_A, config, out_dir / "example_series.png"
-    )
-    files["confusion"] = plot_confusion_matrices(result, out_dir / "confusion_matrices.png")
+    f1 = {name: [s.f1 for s in result.scores[name]] for name in result.model_names}
+    files["histograms"] = plotting.plot_f1_histograms(f1, result.substrates, SUBSTRATES, out_dir / "f1_histograms.png")
+    index, series, truth, predictions, params = example
+    matches = {name: match_image(truth, predictions[name], image_size_A, config.match_radius_A, config.border_A)
+               for name in result.model_names}
+    defocus = [params.get(f"defocus_{i}_A") for i in range(series.shape[0])]
+    files["example"] = plotting.plot_example_series(
+        series, store.sampling_A, matches, defocus, config.border_A,
+        f"Validation series {index}: predicted columns, coloured by class", out_dir / "example_series.png")
+    confusions = {name: total_score(result.scores[name]).confusion for name in result.model_names}
+    files["confusion"] = plotting.plot_confusion_matrices(confusions, CONFUSION_LABELS,
+                                                          out_dir / "confusion_matrices.png")
     if any(result.dose_sweep[name][dose] for name in result.model_names for dose in result.dose_sweep[name]):
-        files["dose"] = plot_f1_vs_dose(result, out_dir / "f1_vs_dose.png")
+        files["dose"] = plotting.plot_f1_vs_dose(result.dose_sweep, out_dir / "f1_vs_dose.png")
     summary = {
         "settings": {k: v for k, v in asdict(config).items() if k != "progress"},
         "models": [
@@ -250,181 +307,6 @@ def _write_table(path: Path, rows: list[dict[str, Any]]) -> Path:
         writer.writeheader()
         for row in rows:
             writer.writerow({k: f"{v:.6g}" if isinstance(v, float) else v for k, v in row.items()})
-    return path
-
-
-def plot_f1_histograms(result: EvaluationResult, path: Path) -> Path:
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
-
-    all_f1 = np.array([s.f1 for name in result.model_names for s in result.scores[name]])
-    low = min(0.9, np.floor(np.nanmin(all_f1) * 20) / 20)  # 0.05 steps, at least [0.9, 1]
-    bins = np.linspace(low, 1.0, 26)
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True, constrained_layout=True)
-    for ax, substrate in zip(axes, SUBSTRATES, strict=True):
-        on_substrate = np.array(result.substrates) == substrate
-        for colour, name in zip(OKABE_ITO, result.model_names, strict=False):
-            f1 = np.array([s.f1 for s in result.scores[name]])[on_substrate]
-            if len(f1) == 0:
-                continue
-            label = f"{name}: mean {np.mean(f1):.3f} (n={len(f1)})"
-            ax.hist(f1, bins=bins, color=colour, alpha=0.3)
-            ax.hist(f1, bins=bins, color=colour, histtype="step", linewidth=1.8, label=label)
-        ax.set_title(f"MoS$_2$ {'on graphene' if substrate == 'graphene' else 'bare'}")
-        ax.set_xlabel("per-image F1 (species-aware)")
-        if not on_substrate.any():
-            ax.text(0.5, 0.5, "no images", transform=ax.transAxes, ha="center", va="center")
-        else:
-            ax.legend(loc="upper left", fontsize=8, frameon=False)
-    axes[0].set_ylabel("number of images")
-    axes[0].yaxis.set_major_locator(MaxNLocator(integer=True))
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
-    return path
-
-
-def plot_example_series(example, names, sampling_A, image_size_A, config, path: Path) -> Path:
-    """Predicted columns of every model over the three images of one series; errors marked."""
-    import matplotlib.pyplot as plt
-    from matplotlib.lines import Line2D
-    from matplotlib.patches import Rectangle
-
-    index, series, truth, predictions, params = example
-    n_images = series.shape[0]
-    extent = (
-        -sampling_A / 2,
-        (series.shape[2] - 0.5) * sampling_A,
-        (series.shape[1] - 0.5) * sampling_A,
-        -sampling_A / 2,
-    )
-    fig, axes = plt.subplots(
-        len(names),
-        n_images,
-        figsize=(3.3 * n_images, 3.3 * len(names) + 0.7),
-        squeeze=False,
-        constrained_layout=True,
-    )
-    for row, name in enumerate(names):
-        match = match_image(truth, predictions[name], image_size_A, config.match_radius_A, config.border_A)
-        correct, found = match.correct_pred(), match.found_truth()
-        score = match.score()
-        for col in range(n_images):
-            ax = axes[row, col]
-            ax.imshow(series[col], cmap="gray", extent=extent)
-            for c, class_name in enumerate(CLASS_NAMES):
-                colour = CLASS_COLOURS[class_name]
-                ok = match.pred.subset(correct & (match.pred.class_index == c)).xy_A
-                false = match.pred.subset(~correct & (match.pred.class_index == c)).xy_A
-                missed = match.truth.subset(~found & (match.truth.class_index == c)).xy_A
-                ax.scatter(*ok.T, s=9, color=colour, edgecolors="none")
-                ax.scatter(*false.T, s=30, marker="^", color=colour, edgecolors="black", linewidths=0.6)
-                ax.scatter(*missed.T, s=34, marker="X", color=colour, edgecolors="black", linewidths=0.6)
-            border = config.border_A
-            ax.add_patch(
-                Rectangle(
-                    (border, border),
-                    image_size_A[0] - 2 * border,
-                    image_size_A[1] - 2 * border,
-                    fill=False,
-                    linestyle="--",
-                    linewidth=0.8,
-                    edgecolor="white",
-                )
-            )
-            defocus = params.get(f"defocus_{col}_A")
-            ax.set_title(
-                f"image {col + 1}" + (f", defocus {defocus:.0f} Å" if defocus is not None else ""), fontsize=9
-            )
-            ax.set_xlabel("x (Å)")
-            if col == 0:
-                ax.set_ylabel(f"{name}\nF1 {score.f1:.3f}, {score.fp} false, {score.fn} missed\ny (Å)")
-    handles = [Line2D([], [], linestyle="", marker="o", color=CLASS_COLOURS[c], label=c) for c in CLASS_NAMES]
-    handles += [
-        Line2D([], [], linestyle="", marker="o", color="grey", label="correct"),
-        Line2D([], [], linestyle="", marker="^", color="grey", markeredgecolor="black", label="false column"),
-        Line2D(
-            [],
-            [],
-            linestyle="",
-            marker="X",
-            color="grey",
-            markeredgecolor="black",
-            label="missed (true class)",
-        ),
-        Line2D([], [], linestyle="--", color="black", label=f"scored area ({config.border_A:g} Å border)"),
-    ]
-    fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), fontsize=8, frameon=False)
-    fig.suptitle(f"Validation series {index}: predicted columns, coloured by class")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-def plot_confusion_matrices(result: EvaluationResult, path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    n = len(result.model_names)
-    fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 4.0), squeeze=False, constrained_layout=True)
-    for ax, name in zip(axes[0], result.model_names, strict=True):
-        counts = total_score(result.scores[name]).confusion
-        row_sums = counts.sum(axis=1, keepdims=True)
-        fraction = np.divide(counts, row_sums, out=np.zeros(counts.shape), where=row_sums > 0)
-        image = ax.imshow(fraction, cmap="cividis", vmin=0, vmax=1)
-        for (i, j), count in np.ndenumerate(counts):
-            if i == j == len(CLASS_NAMES):
-                continue  # "none" against "none" has no meaning
-            ax.text(
-                j,
-                i,
-                f"{count}",
-                ha="center",
-                va="center",
-                fontsize=8,
-                color="black" if fraction[i, j] > 0.6 else "white",
-            )
-        ticks = np.arange(len(CONFUSION_LABELS))
-        ax.set_xticks(ticks, CONFUSION_LABELS)
-        ax.set_yticks(ticks, CONFUSION_LABELS)
-        ax.set_xlabel("predicted class (none = missed)")
-        ax.set_ylabel("true class (none = false column)")
-        ax.set_title(name)
-    fig.colorbar(image, ax=axes[0].tolist(), label="fraction of the true row", shrink=0.8)
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
-    return path
-
-
-def plot_f1_vs_dose(result: EvaluationResult, path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
-    for colour, name in zip(OKABE_ITO, result.model_names, strict=False):
-        doses = sorted(result.dose_sweep[name])
-        for attribute, style, label in (
-            ("f1", "-o", "species-aware"),
-            ("position_f1", "--s", "position only"),
-        ):
-            values = [[getattr(s, attribute) for s in result.dose_sweep[name][d]] for d in doses]
-            means = [np.mean(v) for v in values]
-            errors = [stats.sem(v) if len(v) > 1 else 0.0 for v in values]
-            ax.errorbar(
-                doses,
-                means,
-                yerr=errors,
-                fmt=style,
-                color=colour,
-                capsize=3,
-                label=f"{name}, {label}",
-                markerfacecolor="white" if attribute == "position_f1" else colour,
-            )
-    n_images = len(next(iter(result.dose_sweep[result.model_names[0]].values())))
-    ax.set_xscale("log")
-    ax.set_xlabel("electron dose (e$^-$/Å$^2$)")
-    ax.set_ylabel(f"mean per-image F1 (± s.e.m., {n_images} images)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, frameon=False)
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
     return path
 
 

@@ -5,7 +5,7 @@ class `CLASS_NAMES[i]`. Columns are local maxima of the foreground probability `
 located on a lightly smoothed copy, at least `min_distance_A` from a higher maximum. A column's
 score is the (unsmoothed) foreground probability at its maximum, and columns with a score not above
 `threshold` are dropped, so raising the threshold equals dropping low-score columns
-(`choose_peak_config` relies on this). The position is refined to sub-pixel precision by the centre
+(`evaluation.choose_peak_config` relies on this). The position is refined to sub-pixel precision by the centre
 of mass of the peak above half its height (weights fall to zero at the edge of that region, so
 pixelisation biases it very little); the class is the one with the largest class probability
 summed over a disk of `class_radius_A`.
@@ -13,8 +13,7 @@ summed over a disk of `class_radius_A`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
@@ -23,12 +22,9 @@ from skimage.morphology import disk
 from skimage.segmentation import watershed
 
 from hrtemnet.columns import BACKGROUND_LABEL, NUM_LABELS, Columns
-from hrtemnet.metrics import BORDER_A, MATCH_RADIUS_A, mean_f1, score_image
 
 # Smoothed maxima below this are never columns; keeps background noise out of the refinement.
 DETECTION_FLOOR = 0.05
-# Thresholds tried by `choose_peak_config`.
-DEFAULT_THRESHOLDS: tuple[float, ...] = tuple(np.round(np.arange(0.1, 0.91, 0.05), 2))
 
 
 @dataclass
@@ -111,47 +107,3 @@ def _classify_peaks(probabilities: np.ndarray, peaks: np.ndarray, radius_px: flo
     )
     return np.argmax(summed[:, peaks[:, 0], peaks[:, 1]], axis=0)
 
-
-def peak_threshold_curve(
-    validation: Sequence[tuple[np.ndarray, Columns, tuple[float, float]]],
-    sampling_A: float,
-    base: PeakConfig | None = None,
-    thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
-    match_radius_A: float = MATCH_RADIUS_A,
-    border_A: float = BORDER_A,
-) -> np.ndarray:
-    """Mean species-aware F1 over `validation` (probabilities, truth, image size) at each threshold."""
-    base = base or PeakConfig()
-    # One extraction at the lowest threshold serves all: the threshold only drops lower peaks.
-    lowest = replace(base, threshold=float(min(thresholds)))
-    candidates = [
-        (extract_columns(probabilities, sampling_A, lowest), truth, size)
-        for probabilities, truth, size in validation
-    ]
-
-    def mean_f1_at(threshold: float) -> float:
-        return mean_f1(
-            score_image(truth, columns.subset(columns.score > threshold), size, match_radius_A, border_A)
-            for columns, truth, size in candidates
-        )
-
-    return np.array([mean_f1_at(threshold) for threshold in thresholds])
-
-
-def choose_peak_config(
-    validation: Sequence[tuple[np.ndarray, Columns, tuple[float, float]]],
-    sampling_A: float,
-    base: PeakConfig | None = None,
-    thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
-    match_radius_A: float = MATCH_RADIUS_A,
-    border_A: float = BORDER_A,
-) -> PeakConfig:
-    """`base` with the threshold that maximises mean F1 on validation data (ties: the lowest).
-
-    `validation` holds (probabilities `(4, H, W)`, true columns, image size `(width_A, height_A)`).
-    """
-    if len(validation) == 0:
-        raise ValueError("choose_peak_config needs at least one validation image")
-    base = base or PeakConfig()
-    mean_f1 = peak_threshold_curve(validation, sampling_A, base, thresholds, match_radius_A, border_A)
-    return replace(base, threshold=float(thresholds[int(np.argmax(mean_f1))]))

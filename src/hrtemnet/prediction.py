@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hrtemnet.columns import CLASS_NAMES, NUM_LABELS, Columns, write_columns_csv
+from hrtemnet.columns import NUM_LABELS, Columns, write_columns_csv
 from hrtemnet.errors import UserError
 from hrtemnet.io import MIN_SIZE_PX, FocalSeries, resample_series
 
@@ -109,36 +109,3 @@ def write_prediction(series: FocalSeries, columns: Columns, out_dir: Path) -> Pa
     write_columns_csv(path, columns, sampling_A=series.sampling_A)
     return path
 
-
-def plot_prediction(series: FocalSeries, columns: Columns, path: Path, title: str = "") -> Path:
-    """The three images side by side with the columns marked by class (colour and shape), axes in Å."""
-    from matplotlib.figure import Figure  # no pyplot: no global backend state
-
-    from hrtemnet.evaluation import CLASS_COLOURS  # the project's Okabe-Ito palette
-
-    s = series.sampling_A
-    height, width = series.images.shape[-2:]
-    extent = (-s / 2, (width - 0.5) * s, (height - 0.5) * s, -s / 2)  # pixel centres at i * s
-    panel_in = 4.2
-    fig = Figure(figsize=(panel_in * len(series.images), panel_in * height / width + 0.9),
-                 layout="constrained")
-    axes = fig.subplots(1, len(series.images), squeeze=False)[0]
-    # markers ~1 Å across, so neighbouring columns (1.8 Å apart) stay apart at any field of view
-    marker_pt = float(np.clip(0.8 * panel_in * 72 / (width * s), 1.5, 9.0))
-    markers = {"Mo": "o", "S2": "s", "S": "^"}
-    for index, (ax, image) in enumerate(zip(axes, series.images, strict=True)):
-        low, high = np.percentile(image, [0.5, 99.5])
-        ax.imshow(image, cmap="gray", extent=extent, vmin=low, vmax=high, interpolation="nearest")
-        for class_index, name in enumerate(CLASS_NAMES):
-            xy = columns.xy_A[columns.class_index == class_index]
-            ax.scatter(xy[:, 0], xy[:, 1], s=marker_pt**2, marker=markers[name], facecolors="none",
-                       edgecolors=CLASS_COLOURS[name], linewidths=1.0, label=f"{name} ({len(xy)})")
-        ax.set_title(f"image {index + 1}")
-        ax.set_xlabel("x (Å)")
-        ax.set_ylabel("y (Å)" if index == 0 else "")
-    axes[-1].legend(loc="upper right", fontsize=8, framealpha=0.85)
-    fig.suptitle(title or series.stem)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    return path

@@ -191,8 +191,9 @@ def split_validation(source, val_source, val_images: int):
 @torch.no_grad()
 def validate(net: torch.nn.Module, dataset: FocalSeriesDataset, class_weights: torch.Tensor) -> dict:
     """Loss and mean species-aware F1 on whole validation images, at the peak threshold that is best on them."""
+    from hrtemnet.evaluation import choose_peak_config
     from hrtemnet.metrics import score_image
-    from hrtemnet.peaks import PeakConfig, choose_peak_config, extract_columns
+    from hrtemnet.peaks import PeakConfig, extract_columns
 
     was_training = net.training
     net.eval()
