@@ -87,6 +87,25 @@ def test_unet_handles_sizes_that_are_not_multiples_of_the_pooling(depth, shape):
     assert net(x).shape == (2, 4, *shape)
 
 
+@pytest.mark.parametrize("depth,shape", [(4, (37, 50)), (3, (13, 21)), (2, (9, 6))])
+def test_unet_pads_at_the_bottom_and_right_so_pixels_keep_their_place(depth, shape):
+    """Output pixel (row, col) belongs to input pixel (row, col): the network sees the input reflect-padded
+    after its last row and column, so its output is the top-left crop of the output on that padded input.
+    Padding on the other side (or cropping the wrong corner) moves every column by up to 2**depth - 1 px."""
+    torch.manual_seed(3)
+    net = UNet(depth=depth, base_channels=4).double().eval()
+    x = torch.randn(1, 3, *shape, dtype=torch.float64)
+    multiple = 2**depth
+    pad_rows, pad_cols = -shape[0] % multiple, -shape[1] % multiple
+    padded = torch.nn.functional.pad(x, (0, pad_cols, 0, pad_rows), mode="reflect")
+    with torch.no_grad():
+        out, out_padded = net(x), net(padded)
+    torch.testing.assert_close(out, out_padded[..., : shape[0], : shape[1]], rtol=1e-10, atol=1e-12)
+    # the check can fail: the bottom-right crop (what padding at the top-left would give) is another image
+    wrong_corner = out_padded[..., -shape[0] :, -shape[1] :]
+    assert (out - wrong_corner).abs().max() > 1e-3 * out.std()
+
+
 def test_build_model_rejects_unknown_names_and_settings():
     assert isinstance(build_model("unet", base_channels=4), UNet)
     with pytest.raises(UserError, match="unknown model"):
