@@ -222,7 +222,19 @@ def _distributed() -> tuple[int, int]:
 
 
 def _rng_states() -> dict:
-    return {"torch": torch.get_rng_state(), "python": random.getstate()}
+    """The RNG states as tensors and plain types, so a checkpoint loads with `torch.load(weights_only=True)`."""
+    version, internal, gauss = random.getstate()
+    return {"torch": torch.get_rng_state(), "python": {"version": int(version), "state": list(internal),
+                                                       "gauss": gauss}}
+
+
+def _restore_rng_states(states: dict) -> None:
+    torch.set_rng_state(states["torch"])
+    python = states["python"]
+    if isinstance(python, dict):
+        random.setstate((python["version"], tuple(python["state"]), python["gauss"]))
+    else:  # checkpoints written before the states were stored as plain types
+        random.setstate(tuple(python))
 
 
 def _check_config(config: TrainConfig, source) -> None:
@@ -359,23 +371,45 @@ def _initial_model(config: TrainConfig):
 
 
 def _load_checkpoint(path: Path, config: TrainConfig, net, optimizer) -> tuple[int, dict]:
+    """Restore a checkpoint written by `train`. It is loaded with `weights_only=True`: a crafted pickle in the
+    run folder is refused before any of its code can run."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)  # our own file: holds RNG states
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
-        raise UserError(f"{path}: not a readable checkpoint ({type(error).__name__})") from None
-    saved = state["config"]
-    if (saved["model"], saved["model_kwargs"]) != (config.model, config.model_kwargs):
-        raise UserError(f"{path} trains {saved['model']} {saved['model_kwargs']}, not {config.model} "
-                        f"{config.model_kwargs}; give the same --model/--depth/--base-channels to resume")
-    net.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    torch.set_rng_state(state["rng"]["torch"])
-    random.setstate(state["rng"]["python"])
-    return int(state["step"]), state["best"]
+        raise UserError(f"{path}: not a readable checkpoint ({type(error).__name__}); delete it to start "
+                        "the run afresh, or use another --out") from None
+    try:
+        saved = state["config"]
+        if (saved["model"], saved["model_kwargs"]) != (config.model, config.model_kwargs):
+            raise UserError(f"{path} trains {saved['model']} {saved['model_kwargs']}, not {config.model} "
+                            f"{config.model_kwargs}; give the same --model/--depth/--base-channels to resume")
+        net.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        _restore_rng_states(state["rng"])
+        return int(state["step"]), dict(state["best"])
+    except UserError:
+        raise
+    except Exception as error:
+        raise UserError(f"{path}: not a checkpoint of `hrtemnet train` ({type(error).__name__}: {error}); "
+                        "delete it to start the run afresh, or use another --out") from None
 
 
 def _truncate_log(path: Path, step: int) -> None:
-    """Drop log lines after the checkpoint's step: they are trained again, so a plot shows each step once."""
-    if path.is_file():
-        lines = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
-        path.write_text("".join(line + "\n" for line in lines))
+    """Drop log lines after the checkpoint's step: they are trained again, so a plot shows each step once.
+    A line that is not a JSON record with a step (a torn last line from a killed run) is dropped and reported."""
+    if not path.is_file():
+        return
+    kept, torn = [], 0
+    for line in path.read_text(errors="replace").splitlines():
+        if not line.strip():
+            continue
+        try:
+            record_step = json.loads(line)["step"]
+        except (ValueError, KeyError, TypeError):
+            torn += 1
+            continue
+        if record_step <= step:
+            kept.append(line)
+    if torn:
+        print(f"{path}: skipped {torn} unreadable line(s) (a run killed while writing)", flush=True)
+    path.write_text("".join(line + "\n" for line in kept))
