@@ -19,12 +19,11 @@ from ase.calculators.lammpslib import LAMMPSlib
 from ase.phonons import Phonons
 from ase.units import kB
 
-from hrtemnet.vibrations import (
+from hrtemnet.md import (
     SW_MOD_MAXDELCS,
     SW_POTENTIAL,
     MDConfig,
     build_structures,
-    coordination_numbers,
     import_lammps,
     installed_potential,
     measure_vibrations,
@@ -33,6 +32,7 @@ from hrtemnet.vibrations import (
     table_rows,
     trajectory_sigmas,
 )
+from hrtemnet.vibrations import coordination_numbers
 
 
 def harmonic_sigmas(atoms, temperature_K: float, zero_modes: int) -> tuple[np.ndarray, np.ndarray]:

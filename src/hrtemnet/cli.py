@@ -74,7 +74,7 @@ def vibrations_command(
     import json
     import shlex
 
-    from hrtemnet.vibrations import MDConfig, measure_vibrations
+    from hrtemnet.md import MDConfig, measure_vibrations
 
     if out.suffix != ".json":
         raise UserError(f"output {out} must end in .json")
@@ -125,6 +125,7 @@ def simulate_series_command(
         simulate_focal_series,
     )
     from hrtemnet.structures import read_structure
+    from hrtemnet.vibrations import vibration_table_for
 
     if no_noise and dose is not None:
         raise UserError("--no-noise and --dose contradict each other; give one of them")
@@ -137,11 +138,7 @@ def simulate_series_command(
                           astigmatism_A=astigmatism_A, astigmatism_angle_rad=astigmatism_angle_rad,
                           focal_spread_A=focal_spread_A, energy_eV=energy_eV)
     config = SimulationConfig(sampling_A=sampling, num_phonons=phonons)
-    table = None
-    if phonons > 0:
-        from hrtemnet.vibrations import load_vibration_table
-
-        table = load_vibration_table(vibrations)
+    table = vibration_table_for(phonons, vibrations)
     images = simulate_focal_series(atoms, optics, config, seed=seed, vibration_table=table)
     if dose is not None:
         rng = np.random.default_rng(seed)

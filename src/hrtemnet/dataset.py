@@ -165,11 +165,11 @@ def create_store(path: str | Path, config: DatasetConfig, n: int, seed: int):
 
 def _vibration_table_record(config: DatasetConfig) -> dict | None:
     """The table a dataset was simulated with, stored with it: the shipped default may change later."""
-    if config.simulation.num_phonons == 0:
-        return None
-    from hrtemnet.vibrations import load_vibration_table
+    from hrtemnet.vibrations import vibration_table_for
 
-    table = load_vibration_table(config.vibrations_file)
+    table = vibration_table_for(config.simulation.num_phonons, config.vibrations_file)
+    if table is None:
+        return None
     return {"temperature_K": table.temperature_K, "potential": table.potential,
             "sigmas": [{"element": e, "coordination": c, "sigma_xy_A": xy, "sigma_z_A": z}
                        for (e, c), (xy, z) in sorted(table.entries.items())]}
@@ -205,11 +205,9 @@ def write_sample(path: str | Path, index: int, images: np.ndarray, table: np.nda
 def _simulate_and_write(path: str, config_dict: dict, seed: int, index: int) -> int:
     """The dask task: simulate sample `index` and write it into its own chunks."""
     config = DatasetConfig.from_dict(config_dict)
-    table = None
-    if config.simulation.num_phonons > 0:
-        from hrtemnet.vibrations import load_vibration_table
+    from hrtemnet.vibrations import vibration_table_for
 
-        table = load_vibration_table(config.vibrations_file)
+    table = vibration_table_for(config.simulation.num_phonons, config.vibrations_file)
     images, columns, params = simulate_sample(config, seed, index, table)
     write_sample(path, index, images, columns, params)
     return index

@@ -23,9 +23,9 @@ def simulate_demo_series(config: DemoConfig, progress: bool = True):
     """Fresh focal series with labels, half of them on graphene, as an in-memory store."""
     from hrtemnet.dataset import DatasetConfig, InMemorySeries, columns_from_table, simulate_sample
     from hrtemnet.progress import progress_bar
-    from hrtemnet.vibrations import load_vibration_table
+    from hrtemnet.vibrations import vibration_table_for
 
-    table = load_vibration_table() if config.num_phonons > 0 else None
+    table = vibration_table_for(config.num_phonons)
     samples = []
     with progress_bar("series", progress) as bar:
         task = bar.add_task("simulating", total=config.num_series)

@@ -18,6 +18,7 @@ from scipy import fft as sp_fft
 from scipy.ndimage import gaussian_filter
 
 from hrtemnet.errors import UserError
+from hrtemnet.vibrations import VibrationTable, per_atom_sigmas, vibration_table_for
 
 DEFAULT_ENERGY_EV = 50e3
 MAX_SLICE_THICKNESS_A = 4.0  # slices are split beyond this: vacuum needs no more, dense material gets thin slices
@@ -100,17 +101,24 @@ class NoiseConfig:
     blur_sigma_px_range: tuple[float, float] = (0.3, 0.8)  # detector MTF as a Gaussian, in output px
 
 
+_abtem_configured = False  # abTEM's config is global to the process: set it once
+
+
 def configure_abtem() -> None:
-    """Eager arrays and single-threaded FFTW (tasks are parallel, not transforms).
+    """Eager arrays and single-threaded FFTW (tasks are parallel, not transforms); once per process.
 
     FFTW_MEASURE planning costs ~0.4 s once per process and shape, then halves every transform
     (benchmarks/simulation.py: 0.6 vs 1.2 s per 8-phonon series with FFTW_ESTIMATE).
     """
+    global _abtem_configured
+    if _abtem_configured:
+        return
     import abtem
 
     abtem.config.set({"dask.lazy": False, "fftw.planning_effort": "FFTW_MEASURE", "fftw.threads": 1,
                       "diagnostics.progress_bar": False})
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # for thread pools started after this (not numpy's)
+    _abtem_configured = True
 
 
 def output_shape(atoms: Atoms, sampling_A: float) -> tuple[int, int]:
@@ -155,10 +163,8 @@ def validate_atoms(atoms: Atoms) -> Atoms:
     return atoms
 
 
-def phonon_sigmas(atoms: Atoms, vibration_table) -> np.ndarray:
+def phonon_sigmas(atoms: Atoms, vibration_table: VibrationTable) -> np.ndarray:
     """Per-atom (σx, σy, σz) in Å from the (element, coordination) table."""
-    from hrtemnet.vibrations import per_atom_sigmas
-
     sigma_xy, sigma_z = per_atom_sigmas(atoms, vibration_table)
     return np.stack([sigma_xy, sigma_xy, sigma_z], axis=1)
 
@@ -183,10 +189,7 @@ def simulate_focal_series(atoms: Atoms, optics: OpticsParams, config: Simulation
     gpts = (simulation_gpts(width, config.oversampling), simulation_gpts(height, config.oversampling))
 
     if config.num_phonons > 0:
-        if vibration_table is None:
-            from hrtemnet.vibrations import load_vibration_table
-
-            vibration_table = load_vibration_table()
+        vibration_table = vibration_table or vibration_table_for(config.num_phonons)
         structure = abtem.FrozenPhonons(atoms, num_configs=config.num_phonons,
                                         sigmas=phonon_sigmas(atoms, vibration_table), seed=seed)
     else:
