@@ -27,6 +27,22 @@ console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True, soft_wrap=True)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from hrtemnet import __version__
+
+        console.print(f"hrtemnet {__version__}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                 help="Print the version and exit."),
+) -> None:
+    pass
+
+
 def command(*args, **kwargs):
     """Register a CLI command whose UserErrors become `error: ...` and exit code 2."""
 
