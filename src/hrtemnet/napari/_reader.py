@@ -1,0 +1,49 @@
+"""napari reader: a focal series in any form `hrtemnet predict` accepts, as one image layer in Å.
+
+Reading is `hrtemnet.io.read_focal_series` (no second reader). The frames lie on axis 0 (napari's
+slider), the image axes are scaled by the file's pixel size, so pixel (row, col) sits at
+(y, x) = (row * s, col * s) Å in the viewer, the convention of every column CSV. A file without a
+calibration opens in pixels (scale 1); the widget then asks for the pixel size.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hrtemnet.io import IMAGE_SUFFIXES, read_focal_series
+
+# Where the reader leaves what it knows about the series for the widget and `add_columns`.
+METADATA_KEY = "hrtemnet"
+
+
+def get_reader(path: str | list[str]):
+    """The npe2 reader hook: a reader for a focal-series file or folder, None for anything else."""
+    if isinstance(path, list):
+        if len(path) != 1:
+            return None  # napari hands several files over one by one unless stacking; one series per layer
+        path = path[0]
+    path = Path(path)
+    if path.is_dir() or path.suffix.lower() in IMAGE_SUFFIXES:
+        return read_series
+    return None
+
+
+def read_series(path: str | list[str]) -> list[tuple]:
+    """`[(images (n, H, W), layer kwargs, "image")]` for napari; raises `UserError` on bad input."""
+    spec = str(path[0] if isinstance(path, list) else path)
+    # A stand-in pixel size of 1 opens uncalibrated files too; the file's own calibration, if any, is
+    # kept apart in `file_sampling_A` and is the only one used for the scale.
+    series = read_focal_series(spec, sampling_A=1.0)
+    return [(series.images, layer_kwargs(series.stem, spec, series.file_sampling_A), "image")]
+
+
+def layer_kwargs(name: str, source: str, sampling_A: float | None) -> dict:
+    """Image-layer keyword arguments of a focal series with pixel size `sampling_A` (None: pixels)."""
+    scale = 1.0 if sampling_A is None else sampling_A
+    return {
+        "name": name,
+        "scale": (1.0, scale, scale),
+        "axis_labels": ("frame", "y", "x"),
+        "colormap": "gray",
+        "metadata": {METADATA_KEY: {"source": source, "file_sampling_A": sampling_A}},
+    }

@@ -1,0 +1,158 @@
+"""The "Find columns" dock widget: settings, prediction in a worker thread, class edits, CSV export.
+
+A thin layer over `hrtemnet.napari._columns` (which notebooks and tests use directly): the network
+runs in a `thread_worker`, so the viewer stays responsive, with napari's activity progress bar and
+a busy bar in the widget; errors a user can fix are shown as one line.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, FloatSpinBox, Label, ProgressBar, PushButton
+
+from hrtemnet.columns import CLASS_NAMES
+from hrtemnet.errors import UserError
+from hrtemnet.napari import _columns
+
+MODEL_CHOICES = ("msd", "unet", "file")
+PIXEL_SIZE_CHOICES = ("from file", "given", "auto")
+
+
+class ColumnsWidget(Container):
+    """Find, correct and export the atomic columns of the focal series in an image layer."""
+
+    def __init__(self, napari_viewer):
+        self.viewer = napari_viewer
+        self.worker = None
+        self.image = ComboBox(label="focal series", choices=self._image_layer_names)
+        self.model = ComboBox(label="model", choices=MODEL_CHOICES, value="msd")
+        self.model_file = FileEdit(label="model file", mode="r", filter="*.pt", enabled=False)
+        self.pixel_size = ComboBox(label="pixel size", choices=PIXEL_SIZE_CHOICES, value="from file")
+        self.sampling_A = FloatSpinBox(label="Å/px", value=0.15, min=0.01, max=2.0, step=0.005, enabled=False)
+        self.align = CheckBox(text="align frames to frame 1", value=True)
+        self.border_A = FloatSpinBox(label="border (Å)", value=2.0, min=0.0, max=50.0, step=0.5,
+                                     tooltip="columns this near the edges are left out of the summary")
+        self.find = PushButton(text="Find columns")
+        self.busy = ProgressBar(min=0, max=0, visible=False)  # min = max: an indeterminate (busy) bar
+        self.summary = Label(value="")
+        self.new_class = ComboBox(label="class", choices=CLASS_NAMES, value="S")
+        self.set_class = PushButton(text="Set class of selected points")
+        self.export_path = FileEdit(label="CSV", mode="w", filter="*.csv")
+        self.export = PushButton(text="Export")
+        self.status = Label(value="")
+        super().__init__(widgets=[
+            self.image, self.model, self.model_file, self.pixel_size, self.sampling_A, self.align,
+            self.border_A, self.find, self.busy, self.summary, self.new_class, self.set_class,
+            self.export_path, self.export, self.status,
+        ])
+        self.model.changed.connect(lambda value: setattr(self.model_file, "enabled", value == "file"))
+        self.pixel_size.changed.connect(lambda value: setattr(self.sampling_A, "enabled", value == "given"))
+        self.find.changed.connect(self.find_columns)
+        self.set_class.changed.connect(self.set_selected_class)
+        self.export.changed.connect(self.export_columns)
+        self.viewer.layers.events.inserted.connect(self._layers_changed)
+        self.viewer.layers.events.removed.connect(self._layers_changed)
+        self._layers_changed()
+
+    # ---- settings --------------------------------------------------------------------------------------
+
+    def _image_layer_names(self, *_) -> list[str]:
+        import napari
+
+        return [layer.name for layer in self.viewer.layers if isinstance(layer, napari.layers.Image)]
+
+    def _layers_changed(self, *_) -> None:
+        self.image.reset_choices()
+        layer = self.columns_layer()
+        if layer is not None:
+            self.show_summary()
+
+    def model_spec(self) -> str:
+        if self.model.value != "file":
+            return self.model.value
+        path = Path(self.model_file.value)
+        if not path.is_file():
+            raise UserError("choose a model file (.pt from `hrtemnet train`) or a shipped model")
+        return str(path)
+
+    def sampling_spec(self) -> float | str | None:
+        return {"from file": None, "given": float(self.sampling_A.value), "auto": "auto"}[self.pixel_size.value]
+
+    def columns_layer(self):
+        layers = self.viewer.layers
+        return layers[_columns.COLUMNS_LAYER_NAME] if _columns.COLUMNS_LAYER_NAME in layers else None
+
+    # ---- actions ---------------------------------------------------------------------------------------
+
+    def find_columns(self, *_) -> None:
+        """Start the prediction in a worker thread; the result arrives in `_show_prediction`."""
+        from napari.qt.threading import thread_worker
+
+        try:
+            if not self.image.value:
+                raise UserError("open a focal series first (File > Open, or drag a file onto the viewer)")
+            image = self.viewer.layers[self.image.value]
+            sampling = _columns.series_sampling_A(image, self.sampling_spec())
+            settings = (self.model_spec(), bool(self.align.value), float(self.border_A.value))
+        except UserError as error:
+            self._report(error)
+            return
+        images = np.asarray(image.data)
+        worker = thread_worker(_columns.predict_table, progress={"total": 0, "desc": "Finding columns"})(
+            images, sampling, *settings)
+        worker.returned.connect(lambda table: self._show_prediction(image, table, sampling, settings[2]))
+        worker.errored.connect(self._report)
+        worker.finished.connect(self._prediction_finished)
+        self.find.enabled, self.busy.visible = False, True
+        self.status.value = f"finding columns in {image.name} with {settings[0]} ..."
+        self.worker = worker
+        worker.start()
+
+    def _show_prediction(self, image, table, sampling, border_A) -> None:
+        layer = _columns.show_columns(self.viewer, image, table, sampling, border_A)
+        layer.events.data.connect(lambda *_: self.show_summary())
+        layer.events.features.connect(lambda *_: self.show_summary())
+        self.show_summary()
+        self.status.value = f"{len(layer.data)} columns; select points to move, delete (Del) or reclassify"
+
+    def _prediction_finished(self) -> None:
+        self.find.enabled, self.busy.visible = True, False
+        self.worker = None
+
+    def show_summary(self) -> None:
+        layer = self.columns_layer()
+        self.summary.value = _columns.summary_line(layer) if layer is not None else ""
+
+    def set_selected_class(self, *_) -> None:
+        layer = self.columns_layer()
+        if layer is None:
+            self._report(UserError("no `columns` layer yet: press Find columns first"))
+            return
+        changed = _columns.set_class(layer, self.new_class.value)
+        self.show_summary()
+        self.status.value = f"{changed} point(s) set to {self.new_class.value}" if changed else \
+            "select points first (select mode, click or drag a box)"
+
+    def export_columns(self, *_) -> None:
+        layer = self.columns_layer()
+        try:
+            if layer is None:
+                raise UserError("no `columns` layer to export: press Find columns first")
+            path = Path(self.export_path.value)
+            if not path.name or path.is_dir():
+                raise UserError("choose a CSV file name to export to")
+            written = _columns.export_columns(layer, path)
+        except (UserError, OSError) as error:
+            self._report(error)
+            return
+        self.status.value = f"wrote {len(layer.data)} columns to {written}"
+
+    def _report(self, error: Exception) -> None:
+        """One line for errors a user can fix; anything else also goes to napari's notifications."""
+        self.status.value = f"error: {error}"
+        if not isinstance(error, UserError):
+            from napari.utils.notifications import show_error
+
+            show_error(f"hrtemnet: {type(error).__name__}: {error}")
