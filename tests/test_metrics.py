@@ -60,6 +60,47 @@ def test_border_band_is_left_out_on_both_sides():
     assert score_image(truth, pred, SIZE, border_A=0).n_true == 3
 
 
+# A non-square field, 30 Å wide (x) and 20 Å high (y): columns on both sides of every edge of the 2 Å band.
+# The band is closed: a column exactly 2.0 Å from an edge is scored (`inside_border` uses >= and <=).
+WIDE = (30.0, 20.0)
+EDGE_COLUMNS = [  # (x, y, counted)
+    (1.99, 10.0, False), (2.0, 10.0, True),  # left edge; exactly 2.0 Å is in
+    (28.0, 10.0, True), (28.01, 10.0, False),  # right edge at width - 2
+    (15.0, 1.99, False), (15.0, 2.0, True),  # bottom edge (y = 0)
+    (15.0, 18.0, True), (15.0, 18.01, False),  # top edge at height - 2
+    (25.0, 10.0, True), (26.0, 5.0, True),  # inside only because the field is 30 Å wide (not 20)
+    (10.0, 19.0, False),  # out only because the field is 20 Å high (not 30)
+]  # 6 counted; with width and height swapped 5 others would be, so even the count tells them apart
+
+
+def test_border_band_on_a_non_square_field_is_closed_at_exactly_two_angstrom():
+    from hrtemnet.metrics import inside_border
+
+    xy = np.array([(x, y) for x, y, _ in EDGE_COLUMNS])
+    expected = np.array([counted for _, _, counted in EDGE_COLUMNS])
+    np.testing.assert_array_equal(inside_border(xy, WIDE, 2.0), expected)
+    truth = cols(*[(x, y, MO) for x, y, _ in EDGE_COLUMNS])
+    score = score_image(truth, Columns.empty(), WIDE)
+    assert score.n_true == expected.sum() == 6  # all missed: each counted column is one false negative
+    score = score_image(Columns.empty(), truth, WIDE)
+    assert score.n_pred == 6  # the same cut on the predicted side
+    score = score_image(truth, truth, WIDE)
+    assert (score.tp, score.fp, score.fn) == (6, 0, 0)
+
+
+def test_score_command_uses_width_for_x_and_height_for_y(tmp_path):
+    points = [(x, y, MO) for x, y, _ in EDGE_COLUMNS]
+    write_csv(tmp_path / "t.csv", points)
+    write_csv(tmp_path / "p.csv", [])
+    out = tmp_path / "s.csv"
+    result = CliRunner().invoke(app, ["score", str(tmp_path / "t.csv"), str(tmp_path / "p.csv"),
+                                      "--width-A", "30", "--height-A", "20", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    with open(out) as f:
+        row = next(csv.DictReader(f))
+    assert int(row["n_true"]) == 6 and int(row["fn"]) == 6
+
+
 @pytest.mark.parametrize(
     ("truth", "pred", "f1"),
     [
