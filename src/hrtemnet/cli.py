@@ -264,7 +264,8 @@ def evaluate_command(
     model: list[str] = typer.Option(..., "--model", help="Model (shipped name or checkpoint); repeat."),
     out_dir: Path = typer.Option(..., "--out-dir", help="Folder for per_image.csv, figures and report.md."),
     dose: float | None = typer.Option(
-        None, "--dose", help="Fixed dose in e/Å² (default: drawn per image, log-uniform in [1e4, 1e5])."
+        None, "--dose", help="Fixed dose in e/Å² (default: drawn per image like training's, from the noise model "
+        "that report.md and summary.json state)."
     ),
     limit: int | None = typer.Option(None, "--limit", help="Evaluate only the first N series."),
     seed: int = typer.Option(0, "--seed", help="Noise seed; series i gets the same noise for every model."),
@@ -275,17 +276,13 @@ def evaluate_command(
     example: int = typer.Option(0, "--example", help="Index of the series drawn in example_series.png."),
 ):
     """Run models over a validation set: per-image F1 table, histograms by substrate, figures, report.md."""
-    from hrtemnet.evaluation import EvaluationConfig, run_evaluation, summary_table
+    from hrtemnet import evaluation
 
-    sweep = parse_float_list(dose_sweep, "--dose-sweep")
-    if (dose is not None and dose <= 0) or any(d <= 0 for d in sweep):
-        raise UserError("doses must be positive numbers of electrons per Å²")
-    if (limit is not None and limit < 1) or dose_sweep_images < 0 or example < 0:
-        raise UserError("--limit must be >= 1, --dose-sweep-images and --example >= 0")
-    config = EvaluationConfig(dose_e_per_A2=dose, limit=limit, seed=seed, dose_sweep_e_per_A2=tuple(sweep),
-                              dose_sweep_images=dose_sweep_images, example_index=example)
-    result = run_evaluation([existing_path(d, "dataset") for d in dataset], model, out_dir, config)
-    console.print(summary_table(result))
+    config = evaluation.EvaluationConfig(dose_e_per_A2=dose, limit=limit, seed=seed,
+                                         dose_sweep_e_per_A2=tuple(parse_float_list(dose_sweep, "--dose-sweep")),
+                                         dose_sweep_images=dose_sweep_images, example_index=example)
+    result = evaluation.run(dataset, model, out_dir, config)
+    console.print(evaluation.summary_table(result))
     for c in result.comparisons():
         console.print(f"{c['a']} - {c['b']}: mean F1 difference {c['mean_difference']:+.4f}, better on "
                       f"{c['a_better']} / {c['b_better']} images (ties {c['ties']}), "

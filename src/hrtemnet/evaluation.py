@@ -1,7 +1,10 @@
-"""`hrtemnet evaluate`: models against a simulated validation set, with the paper's figures.
+"""`hrtemnet evaluate`: models against a simulated validation set, with the paper's figures (drawn by
+`hrtemnet.plotting`); also the choice of the peak threshold on validation data.
 
 Every model sees the same noisy series: noise for image i is drawn from `rng([seed, i])`, so
-results do not depend on `--limit` or on which models are compared. Outputs in `out_dir`:
+results do not depend on `--limit` or on which models are compared. The noise model is
+`EvaluationConfig.noise` (by default the one training draws from) and is written to `summary.json`.
+Outputs in `out_dir`:
 `per_image.csv`, `f1_histograms.png` (per-image F1 by substrate, the seed's Figure 2),
 `example_series.png` (predicted columns over one focal series, Figure 1), `confusion_matrices.png`,
 `f1_vs_dose.png` (a separate sweep over fixed doses on images spread evenly over the set), `summary.json` and
@@ -22,6 +25,7 @@ import numpy as np
 from scipy import stats
 
 from hrtemnet.columns import CLASS_NAMES, Columns
+from hrtemnet.errors import UserError
 from hrtemnet.metrics import (
     BORDER_A,
     CONFUSION_LABELS,
@@ -33,13 +37,14 @@ from hrtemnet.metrics import (
     total_score,
 )
 from hrtemnet.peaks import PeakConfig, extract_columns
+from hrtemnet.simulation import NoiseConfig, add_imaging_noise
 
 SUBSTRATES = ("bare", "graphene")
 
 
 @dataclass
 class EvaluationConfig:
-    dose_e_per_A2: float | None = None  # fixed dose; None draws it per image as in training
+    dose_e_per_A2: float | None = None  # fixed dose; None draws it per image from `noise` as in training
     limit: int | None = None  # first N images of the store
     seed: int = 0
     match_radius_A: float = MATCH_RADIUS_A
@@ -48,7 +53,22 @@ class EvaluationConfig:
     dose_sweep_e_per_A2: tuple[float, ...] = (3e3, 1e4, 3e4, 1e5)
     dose_sweep_images: int = 20
     example_index: int = 0  # the series shown in the Figure 1-style plot
+    noise: NoiseConfig = field(default_factory=NoiseConfig)  # the imaging noise every series gets
     progress: bool = True
+
+    def __post_init__(self):
+        doses = [d for d in (self.dose_e_per_A2, *self.dose_sweep_e_per_A2) if d is not None]
+        if not all(d > 0 for d in doses):
+            raise UserError("doses must be positive numbers of electrons per Å²")
+        if (self.limit is not None and self.limit < 1) or self.dose_sweep_images < 0 or self.example_index < 0:
+            raise UserError("--limit must be >= 1, --dose-sweep-images and --example >= 0")
+
+    def dose_description(self) -> str:
+        """The dose of the evaluated images in words, from the settings (not typed twice)."""
+        if self.dose_e_per_A2 is not None:
+            return f"{self.dose_e_per_A2:g} e/Å²"
+        low, high = self.noise.dose_e_per_A2_range
+        return f"drawn per image, log-uniform in [{low:g}, {high:g}] e/Å²"
 
 
 @dataclass
@@ -153,16 +173,32 @@ def choose_peak_config(
     return replace(base, threshold=float(thresholds[int(np.argmax(mean_f1))]))
 
 
-def run_evaluation(datasets: Sequence[Path], model_specs: Sequence[str], out_dir: Path, config: EvaluationConfig):
-    """Open the stores (read as one), load the models and evaluate them; the entry point of `hrtemnet evaluate`."""
+def run(datasets: Sequence[str | Path], model_specs: Sequence[str], out_dir: str | Path,
+        config: EvaluationConfig | None = None) -> EvaluationResult:
+    """Evaluate models on validation stores and write every output: what `hrtemnet evaluate` does.
+
+    Parameters
+    ----------
+    datasets : zarr stores from `hrtemnet simulate`, read as one (e.g. a bare and a graphene set).
+    model_specs : shipped model names (`msd`, `unet`), model files or training folders.
+    out_dir : folder for per_image.csv, the figures, summary.json and report.md (created).
+    config : settings; the defaults draw the dose per image as in training.
+
+    Returns
+    -------
+    EvaluationResult, with `files` naming what was written.
+    """
     from hrtemnet.dataset import open_stores
     from hrtemnet.models import load_model
 
+    for path in datasets:
+        if not Path(path).exists():
+            raise UserError(f"dataset {path} does not exist; create one with `hrtemnet simulate {path} --n N`")
     store = open_stores(list(datasets))
     models = [load_model(spec) for spec in model_specs]
     for spec, model in zip(model_specs, models, strict=True):
         model.name = display_name(spec)
-    return evaluate_models(store, models, out_dir, config)
+    return evaluate_models(store, models, Path(out_dir), config or EvaluationConfig())
 
 
 def display_name(spec: str | Path) -> str:
@@ -182,8 +218,6 @@ def evaluate_models(
     names = _unique_names([model.name for model in models])
     n_images = len(store) if config.limit is None else min(config.limit, len(store))
     if n_images == 0 or not models:
-        from hrtemnet.errors import UserError
-
         raise UserError("nothing to evaluate: the dataset has no images or no model was given")
     height, width = store.image_shape
     image_size_A = (width * store.sampling_A, height * store.sampling_A)
@@ -207,7 +241,7 @@ def evaluate_models(
             )
             substrate = SUBSTRATES[int(params.get("substrate_graphene", 0) > 0.5)]
             substrates.append(substrate)
-            series, dose = _noisy(clean, store.sampling_A, config.dose_e_per_A2, config.seed, index)
+            series, dose = _noisy(clean, store.sampling_A, config.noise, config.dose_e_per_A2, config.seed, index)
             predictions = {}
             for name, model in zip(names, models, strict=True):
                 predictions[name] = _predict_columns(model, series, store.sampling_A)
@@ -227,7 +261,7 @@ def evaluate_models(
             index = int(index)
             clean, truth = store.read_images(index), store.read_columns(index)
             for dose in config.dose_sweep_e_per_A2:
-                series, _ = _noisy(clean, store.sampling_A, dose, config.seed, index)
+                series, _ = _noisy(clean, store.sampling_A, config.noise, dose, config.seed, index)
                 for name, model in zip(names, models, strict=True):
                     predicted = _predict_columns(model, series, store.sampling_A)
                     sweep[name][dose].append(
@@ -247,12 +281,11 @@ def _unique_names(names: list[str]) -> list[str]:
     return [f"{n} ({i + 1})" if names.count(n) > 1 else n for i, n in enumerate(names)]
 
 
-def _noisy(clean: np.ndarray, sampling_A: float, dose: float | None, seed: int, index: int):
-    """Noisy series and its dose; the noise of image `index` depends only on the seed and index."""
-    from hrtemnet.simulation import NoiseConfig, add_imaging_noise
-
+def _noisy(clean: np.ndarray, sampling_A: float, noise: NoiseConfig, dose: float | None, seed: int, index: int):
+    """Noisy series and its dose (`dose` fixes it); the noise of image `index` depends only on the seed and index."""
     rng = np.random.default_rng([seed, index])
-    return add_imaging_noise(clean, sampling_A, rng, NoiseConfig(dose_e_per_A2=dose))
+    fixed = replace(noise, dose_e_per_A2=dose if dose is not None else noise.dose_e_per_A2)
+    return add_imaging_noise(clean, sampling_A, rng, fixed)
 
 
 def _predict_columns(model, series: np.ndarray, sampling_A: float) -> Columns:
@@ -298,7 +331,7 @@ def write_outputs(result: EvaluationResult, example, models, store, image_size_A
     }
     files["summary"] = out_dir / "summary.json"
     files["summary"].write_text(json.dumps(summary, indent=2, default=float, allow_nan=True) + "\n")
-    files["report"] = write_report(result, summary, out_dir / "report.md")
+    files["report"] = write_report(result, summary, config.dose_description(), out_dir / "report.md")
 
 
 def _write_table(path: Path, rows: list[dict[str, Any]]) -> Path:
@@ -314,15 +347,14 @@ def _fmt(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
-def write_report(result: EvaluationResult, summary: dict, path: Path) -> Path:
+def write_report(result: EvaluationResult, summary: dict, dose_description: str, path: Path) -> Path:
     settings = summary["settings"]
-    dose = settings["dose_e_per_A2"]
     lines = [
         "# hrtemnet evaluation",
         "",
         f"{len(result.substrates)} validation series ({result.substrates.count('bare')} bare, "
         f"{result.substrates.count('graphene')} on graphene), dose "
-        + (f"{dose:g} e/Å²" if dose else "drawn per image, log-uniform in [1e4, 1e5] e/Å²")
+        + dose_description
         + f", noise seed {settings['seed']}. "
         f"Columns are matched one-to-one within {settings['match_radius_A']} Å "
         f"(Hungarian); columns within {settings['border_A']} Å of the border are left out; "
