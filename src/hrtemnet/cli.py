@@ -211,7 +211,7 @@ def score_command(
     border_A: float = typer.Option(2.0, "--border-A", help="Leave out columns this near the border, Å."),
     out: Path | None = typer.Option(None, "--out", help="Also write the per-image scores to this CSV."),
 ):
-    """Species-aware F1 of predicted against true columns, per image and the mean (DESIGN.md).
+    """Species-aware F1 of predicted against true columns, per image and the mean (docs/conventions.md).
 
     Without --width-A/--height-A, the image is the bounding box of the true columns.
 

@@ -1,6 +1,6 @@
 """Atomic columns: the currency shared by structures (truth), peaks (predictions), metrics and io.
 
-Conventions (DESIGN.md): positions in Å, x along image columns, y along image rows,
+Conventions (docs/conventions.md): positions in Å, x along image columns, y along image rows,
 pixel (row, col) has its centre at (x, y) = (col * s, row * s).
 """
 

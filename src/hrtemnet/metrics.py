@@ -1,4 +1,4 @@
-"""Species-aware F1 of predicted against true atomic columns, exactly as DESIGN.md defines it.
+"""Species-aware F1 of predicted against true atomic columns, as docs/conventions.md defines it.
 
 One image: columns within `border_A` of the image border are left out of both sets (each set by
 its own positions), then predicted columns are matched one-to-one to true columns within

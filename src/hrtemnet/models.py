@@ -3,7 +3,7 @@
 Both map a normalised focal series `(B, 3, H, W)` to logits `(B, NUM_LABELS, H, W)` (background, Mo,
 S2, S) and are fully convolutional: train on crops, infer on whole images of any size.
 
-MSD-net speed (DESIGN.md): the textbook form concatenates all earlier maps for every layer and runs a
+MSD-net speed (measured in benchmarks/RESULTS.md): the textbook form concatenates all earlier maps for every layer and runs a
 one-output-channel `conv2d`, which is slow on CPUs (~4 GFLOP/s) and keeps a copy of the growing stack per
 layer. `MSDNet.forward` instead keeps every map in one preallocated buffer laid out `(C, B, H, W)` so that
 the maps a layer reads are one contiguous block. A layer is then one matrix multiply (its 9 taps x k input

@@ -1,0 +1,159 @@
+"""Pages of the documentation that are generated from the code, so they cannot drift from it.
+
+    python -m hrtemnet.docs            # rewrites docs/training_distribution.md in the current folder
+    python -m hrtemnet.docs --check    # exit code 1 if the committed page differs from the code
+
+`docs/training_distribution.md` lists every default of the configuration dataclasses that define what
+the shipped models are trained on: structures, optics, simulation, noise/camera, dataset and on-the-fly
+augmentation. Each row's meaning is the field's comment in the source; units follow from the field name
+(`_A` Å, `_rad` radians, `_eV` eV, `_e_per_A2` electrons/Å², ...: docs/conventions.md).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import inspect
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+PAGE = Path("docs") / "training_distribution.md"
+
+# (module, dataclass) in the order of the pipeline; a class a module does not (yet) have is left out.
+SECTIONS = (
+    ("hrtemnet.dataset", "DatasetConfig"),
+    ("hrtemnet.structures", "StructureConfig"),
+    ("hrtemnet.simulation", "OpticsRanges"),
+    ("hrtemnet.simulation", "SimulationConfig"),
+    ("hrtemnet.simulation", "NoiseConfig"),
+    ("hrtemnet.simulation", "CameraConfig"),
+    ("hrtemnet.training", "AugmentationConfig"),
+)
+
+# Unit of a field from the end of its name (the project's naming rule), longest suffix first.
+UNITS = (
+    ("_e_per_A2", "e/Å²"),
+    ("_g_cm3", "g/cm³"),
+    ("_counts_per_e", "counts/e"),
+    ("_e", "e"),
+    ("_counts", "counts"),
+    ("_rad", "rad"),
+    ("_eV", "eV"),
+    ("_px", "px"),
+    ("_A", "Å"),
+    ("_K", "K"),
+)
+
+
+def unit_of(name: str) -> str:
+    stem = name.removesuffix("_range").removesuffix("_max")
+    return next((unit for suffix, unit in UNITS if stem.endswith(suffix)), "")
+
+
+def format_value(value: Any, unit: str, is_range: bool = False) -> str:
+    """A default as a reader wants it: ranges as `a – b`, radians also in degrees, Cs-sized Å also in µm."""
+    if isinstance(value, tuple) and all(isinstance(v, int | float) for v in value):
+        separator = " – " if is_range and len(value) == 2 else ", "
+        text = separator.join(f"{v:g}" for v in value)
+        text, values = (text if is_range else f"({text})"), value
+    elif isinstance(value, float):
+        text, values = f"{value:g}", (value,)
+    elif value is None:
+        return "none"
+    elif isinstance(value, str):
+        return f"`{value}`"
+    else:
+        return str(value)
+    if unit == "rad":
+        text += " (" + " – ".join(f"{np.degrees(v):.3g}" for v in values) + "°)"
+    elif unit == "Å" and max(abs(v) for v in values) >= 1e4:
+        text += " (" + " – ".join(f"{v / 1e4:g}" for v in values) + " µm)"
+    return text
+
+
+def field_comments(cls: type) -> dict[str, str]:
+    """Each field's comment in the class source: its trailing comment, after the comment lines just above it."""
+    comments, above = {}, []
+    for line in inspect.getsource(cls).splitlines()[1:]:
+        stripped = line.strip()
+        if stripped.startswith("#"):
+            above.append(stripped.lstrip("# ").strip())
+            continue
+        match = re.match(r"\s+(\w+)\s*:[^#]*?(?:#\s*(.*))?$", line)
+        if match and match.group(1) in {f.name for f in dataclasses.fields(cls)}:
+            parts = [" ".join(above)] if above else []
+            if match.group(2):
+                parts.append(match.group(2).strip())
+            comments[match.group(1)] = " ".join(parts)
+        above = []
+    return comments
+
+
+def default_of(field: dataclasses.Field) -> Any:
+    if field.default is not dataclasses.MISSING:
+        return field.default
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return dataclasses.MISSING
+
+
+def section(cls: type) -> list[str]:
+    paragraphs = [p.replace("\n", " ") for p in (inspect.getdoc(cls) or "").split("\n\n")]
+    lines = [f"## `{cls.__name__}` ({cls.__module__})", ""] + [line for p in paragraphs for line in (p, "")]
+    lines += ["| field | default | unit | meaning |", "|---|---|---|---|"]
+    comments = field_comments(cls)
+    for field in dataclasses.fields(cls):
+        default = default_of(field)
+        if default is dataclasses.MISSING:
+            continue
+        unit = unit_of(field.name)
+        if dataclasses.is_dataclass(default):
+            value = f"see `{type(default).__name__}`"
+        else:
+            value = format_value(default, unit, field.name.endswith("_range"))
+        meaning = comments.get(field.name, "").replace("|", "\\|")
+        lines.append(f"| `{field.name}` | {value} | {unit} | {meaning} |")
+    return lines + [""]
+
+
+def training_distribution_page() -> str:
+    lines = [
+        "# The training distribution",
+        "",
+        "<!-- Generated by `python -m hrtemnet.docs` from the dataclass defaults; do not edit by hand. -->",
+        "",
+        "What `hrtemnet simulate` and `hrtemnet train` draw from when no `--config` is given: every default of",
+        "the configuration dataclasses. Values are drawn uniformly from a range `a – b` unless the meaning says",
+        "otherwise. A JSON `--config` for `simulate` overrides fields of the sections `structure`, `optics` and",
+        "`simulation`; each dataset stores the configuration it was simulated with, and each model card",
+        "(`<model>.json`) the dataset's configuration and the noise model it was trained with, so a shipped",
+        "model's own distribution is in its card (the shipped models may predate these defaults).",
+        "",
+    ]
+    for module_name, class_name in SECTIONS:
+        cls = getattr(importlib.import_module(module_name), class_name, None)
+        if cls is not None:
+            lines += section(cls)
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    page = training_distribution_page()
+    if "--check" in argv:
+        if not PAGE.exists() or PAGE.read_text() != page:
+            print(f"{PAGE} differs from the code: run `python -m hrtemnet.docs`", file=sys.stderr)
+            return 1
+        return 0
+    PAGE.parent.mkdir(parents=True, exist_ok=True)
+    PAGE.write_text(page)
+    print(f"wrote {PAGE}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
