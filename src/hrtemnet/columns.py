@@ -26,7 +26,7 @@ class Columns:
 
     xy_A: np.ndarray
     class_index: np.ndarray
-    score: np.ndarray = field(default=None)  # type: ignore[assignment]
+    score: np.ndarray = field(default=None)  # type: ignore[arg-type]  # None: every score 1
 
     def __post_init__(self):
         self.xy_A = np.asarray(self.xy_A, dtype=np.float64).reshape(-1, 2)

@@ -64,13 +64,13 @@ def table_rows(
     symbols: list[str], coordination: np.ndarray, sigma_xy: np.ndarray, sigma_z: np.ndarray
 ) -> list[dict]:
     """Average per-atom sigmas by (element, coordination): the root of the mean variance of the class."""
-    symbols = np.asarray(symbols)
+    elements = np.asarray(symbols)
     rows = []
     for element, coord in sorted(
-        set(zip(symbols.tolist(), np.asarray(coordination).tolist(), strict=True)),
+        set(zip(elements.tolist(), np.asarray(coordination).tolist(), strict=True)),
         key=lambda key: (key[0], -key[1]),
     ):
-        members = (symbols == element) & (coordination == coord)
+        members = (elements == element) & (coordination == coord)
         rows.append(
             {
                 "element": element,
@@ -223,12 +223,9 @@ class Lammps:
 
     def _pair_commands(self) -> list[str]:
         """Stillinger-Weber within MoS2, Tersoff within graphene, Lennard-Jones between them."""
-        sw = [
-            "sw/mod maxdelcs {} {}".format(*SW_MOD_MAXDELCS),
-            installed_potential(SW_POTENTIAL),
-            ("Mo", "S"),
-        ]
-        tersoff = ["tersoff", installed_potential(TERSOFF_POTENTIAL), ("C",)]
+        # (pair style, potential file, the elements it covers)
+        sw = ("sw/mod maxdelcs {} {}".format(*SW_MOD_MAXDELCS), installed_potential(SW_POTENTIAL), ("Mo", "S"))
+        tersoff = ("tersoff", installed_potential(TERSOFF_POTENTIAL), ("C",))
         styles = [
             (style, file, " ".join(e if e in mine else "NULL" for e in self.elements))
             for style, file, mine in (sw, tersoff)

@@ -207,7 +207,7 @@ class ImageMatch:
         unmatched_pred[self.pred_index] = False
         confusion = np.zeros((NONE + 1, NONE + 1), dtype=np.int64)
         np.add.at(confusion, (self.truth.class_index, predicted_as), 1)  # matched pairs and misses
-        np.add.at(confusion, (NONE, self.pred.class_index[unmatched_pred]), 1)  # false columns
+        confusion[NONE] += np.bincount(self.pred.class_index[unmatched_pred], minlength=NONE + 1)  # false columns
         return ImageScore(confusion, float(np.sum(self.distance_A**2)))
 
 

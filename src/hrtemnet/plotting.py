@@ -156,11 +156,11 @@ def plot_confusion_matrices(confusions: Mapping[str, np.ndarray], labels: Sequen
     """Pooled confusion counts of each model (rows true, columns predicted; the last label is "none")."""
     fig = Figure(figsize=(4.2 * len(confusions), 4.0), layout="constrained")
     axes = fig.subplots(1, len(confusions), squeeze=False)[0]
-    image = None
+    images = []
     for ax, (name, counts) in zip(axes, confusions.items(), strict=True):
         row_sums = counts.sum(axis=1, keepdims=True)
         fraction = np.divide(counts, row_sums, out=np.zeros(counts.shape), where=row_sums > 0)
-        image = ax.imshow(fraction, cmap="cividis", vmin=0, vmax=1)
+        images.append(ax.imshow(fraction, cmap="cividis", vmin=0, vmax=1))
         for (i, j), count in np.ndenumerate(counts):
             if i == j == len(labels) - 1:
                 continue  # "none" against "none" has no meaning
@@ -172,7 +172,7 @@ def plot_confusion_matrices(confusions: Mapping[str, np.ndarray], labels: Sequen
         ax.set_xlabel("predicted class (none = missed)")
         ax.set_ylabel("true class (none = false column)")
         ax.set_title(name)
-    fig.colorbar(image, ax=list(axes), label="fraction of the true row", shrink=0.8)
+    fig.colorbar(images[-1], ax=list(axes), label="fraction of the true row", shrink=0.8)
     return _save(fig, path, dpi=130)
 
 

@@ -102,10 +102,10 @@ def _periodic_images(atoms: Atoms, reach_A: float) -> tuple[np.ndarray, np.ndarr
         fractional = np.linalg.solve(cell[:2, :2].T, positions[:, :2].T).T
         fractional[:, periodic[:2]] %= 1.0
         positions[:, :2] = fractional @ cell[:2, :2]
-    repeats = []
+    repeats: list[range] = []
     for axis in range(2):
         if not periodic[axis] or area == 0:
-            repeats.append([0])
+            repeats.append(range(1))
             continue
         width = area / np.linalg.norm(cell[1 - axis])  # cell height perpendicular to the other vector
         reach = int(np.ceil(reach_A / width))
