@@ -128,32 +128,6 @@ def paired_comparison(f1_a: Sequence[float], f1_b: Sequence[float]) -> dict[str,
 DEFAULT_THRESHOLDS: tuple[float, ...] = tuple(np.round(np.arange(0.1, 0.91, 0.05), 2))
 
 
-def peak_threshold_curve(
-    validation: Sequence[tuple[np.ndarray, Columns, tuple[float, float]]],
-    sampling_A: float,
-    base: PeakConfig | None = None,
-    thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
-    match_radius_A: float = MATCH_RADIUS_A,
-    border_A: float = BORDER_A,
-) -> np.ndarray:
-    """Mean species-aware F1 over `validation` (probabilities, truth, image size) at each threshold."""
-    base = base or PeakConfig()
-    # One extraction at the lowest threshold serves all: the threshold only drops lower peaks.
-    lowest = replace(base, threshold=float(min(thresholds)))
-    candidates = [
-        (extract_columns(probabilities, sampling_A, lowest), truth, size)
-        for probabilities, truth, size in validation
-    ]
-
-    def mean_f1_at(threshold: float) -> float:
-        return mean_f1(
-            score_image(truth, columns.subset(columns.score > threshold), size, match_radius_A, border_A)
-            for columns, truth, size in candidates
-        )
-
-    return np.array([mean_f1_at(threshold) for threshold in thresholds])
-
-
 def choose_peak_config(
     validation: Sequence[tuple[np.ndarray, Columns, tuple[float, float]]],
     sampling_A: float,
@@ -169,8 +143,21 @@ def choose_peak_config(
     if len(validation) == 0:
         raise ValueError("choose_peak_config needs at least one validation image")
     base = base or PeakConfig()
-    mean_f1 = peak_threshold_curve(validation, sampling_A, base, thresholds, match_radius_A, border_A)
-    return replace(base, threshold=float(thresholds[int(np.argmax(mean_f1))]))
+    # One extraction at the lowest threshold serves all: the threshold only drops lower peaks.
+    lowest = replace(base, threshold=float(min(thresholds)))
+    candidates = [
+        (extract_columns(probabilities, sampling_A, lowest), truth, size)
+        for probabilities, truth, size in validation
+    ]
+
+    def mean_f1_at(threshold: float) -> float:
+        return mean_f1(
+            score_image(truth, columns.subset(columns.score > threshold), size, match_radius_A, border_A)
+            for columns, truth, size in candidates
+        )
+
+    curve = [mean_f1_at(threshold) for threshold in thresholds]
+    return replace(base, threshold=float(thresholds[int(np.argmax(curve))]))
 
 
 def run(datasets: Sequence[str | Path], model_specs: Sequence[str], out_dir: str | Path,
