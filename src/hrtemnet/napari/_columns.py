@@ -139,6 +139,8 @@ def show_columns(viewer, image, table: pd.DataFrame, sampling_A: float | str,
         viewer.layers.remove(COLUMNS_LAYER_NAME)
     layer = columns_layer(table, image, sampling, border_A)
     viewer.layers.append(layer)
+    if image.ndim == viewer.dims.ndim == 3:
+        viewer.dims.set_current_step(0, 0)  # the columns are positions in the first frame
     return layer
 
 
@@ -172,6 +174,7 @@ def columns_layer(table: pd.DataFrame, image, sampling_A: float, border_A: float
         border_width=0.18,
         scale=np.asarray(image.scale[-2:], dtype=float) / sampling_A,
         translate=np.asarray(image.translate[-2:], dtype=float),
+        units=tuple(image.units[-2:]),
         metadata={METADATA_KEY: info},
     )
     layer.current_symbol = symbols[HAND_ADDED_FEATURES["class"]]
@@ -224,17 +227,22 @@ def layer_table(layer: napari.layers.Points) -> pd.DataFrame:
     return table
 
 
-def summary_line(layer: napari.layers.Points) -> str:
-    """Counts per class and the S-vacancy fraction of the columns at least border_A from the edges."""
+def interior_summary(layer: napari.layers.Points):
+    """`prediction.PredictionSummary` of the columns at least the layer's border_A from the image edges."""
     from hrtemnet.metrics import inside_border
     from hrtemnet.prediction import summarize
 
     info = layer.metadata.get(METADATA_KEY, {})
-    border_A = float(info.get("border_A", 2.0))
     columns = layer_columns(layer)
     if "field_A" in info:
-        columns = columns.subset(inside_border(columns.xy_A, info["field_A"], border_A))
-    return f"interior (≥ {border_A:g} Å from the edges): {summarize(columns).line()}"
+        columns = columns.subset(inside_border(columns.xy_A, info["field_A"], float(info.get("border_A", 2.0))))
+    return summarize(columns)
+
+
+def summary_line(layer: napari.layers.Points) -> str:
+    """Counts per class and the S-vacancy fraction of the columns at least border_A from the edges."""
+    border_A = float(layer.metadata.get(METADATA_KEY, {}).get("border_A", 2.0))
+    return f"interior (≥ {border_A:g} Å from the edges): {interior_summary(layer).line()}"
 
 
 def export_columns(layer: napari.layers.Points, path) -> Path:

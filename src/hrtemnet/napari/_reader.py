@@ -39,10 +39,11 @@ def read_series(path: str | list[str]) -> list[tuple]:
 
 def layer_kwargs(name: str, source: str, sampling_A: float | None) -> dict:
     """Image-layer keyword arguments of a focal series with pixel size `sampling_A` (None: pixels)."""
-    scale = 1.0 if sampling_A is None else sampling_A
+    scale, unit = (1.0, "pixel") if sampling_A is None else (sampling_A, "angstrom")
     return {
         "name": name,
         "scale": (1.0, scale, scale),
+        "units": ("pixel", unit, unit),  # the scale bar then reads in Å
         "axis_labels": ("frame", "y", "x"),
         "colormap": "gray",
         "metadata": {METADATA_KEY: {"source": source, "file_sampling_A": sampling_A}},

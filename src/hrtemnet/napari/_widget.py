@@ -36,7 +36,7 @@ class ColumnsWidget(Container):
                                      tooltip="columns this near the edges are left out of the summary")
         self.find = PushButton(text="Find columns")
         self.busy = ProgressBar(min=0, max=0, visible=False)  # min = max: an indeterminate (busy) bar
-        self.summary = Label(value="")
+        self.summary = Label(value="no columns yet")
         self.new_class = ComboBox(label="class", choices=CLASS_NAMES, value="S")
         self.set_class = PushButton(text="Set class of selected points")
         self.export_path = FileEdit(label="CSV", mode="w", filter="*.csv")
@@ -54,6 +54,7 @@ class ColumnsWidget(Container):
         self.export.changed.connect(self.export_columns)
         self.viewer.layers.events.inserted.connect(self._layers_changed)
         self.viewer.layers.events.removed.connect(self._layers_changed)
+        self.status.native.setWordWrap(True)  # long messages wrap instead of widening the dock
         self._layers_changed()
 
     # ---- settings --------------------------------------------------------------------------------------
@@ -123,7 +124,9 @@ class ColumnsWidget(Container):
 
     def show_summary(self) -> None:
         layer = self.columns_layer()
-        self.summary.value = _columns.summary_line(layer) if layer is not None else ""
+        # one clause a line: a narrow dock shows it whole
+        text = _columns.summary_line(layer).replace(": ", ":\n", 1).replace("; ", "\n") if layer else "no columns yet"
+        self.summary.value = text
 
     def set_selected_class(self, *_) -> None:
         layer = self.columns_layer()
