@@ -98,7 +98,8 @@ def test_microscope_reader_output_is_used_with_its_calibration(tmp_path, monkeyp
     """What rosettasciio's dm/ser readers return (µm, m units) is turned into images in Å.
 
     rosettasciio has no dm3/dm4/ser writer and no installed package ships such files, so the reader itself is
-    replaced by one returning its documented output; the real files are covered by `test_real_dm_and_ser`.
+    replaced by one returning its documented output; real .emd and .ser files are covered by
+    `test_real_microscope_files_with_their_calibration`.
     """
     import importlib
 
@@ -114,10 +115,85 @@ def test_microscope_reader_output_is_used_with_its_calibration(tmp_path, monkeyp
     np.testing.assert_allclose(read.images, series)
 
 
-@pytest.mark.skip(reason="rosettasciio 0.15 has no dm3/dm4/ser writer and no installed package ships such "
-                         "test files (its test data are downloaded on demand); their output is tested above")
-def test_real_dm_and_ser():
-    pass
+def write_velox_emd(path, image, pixel_size_m):
+    """One TEM image as Thermo Fisher Velox writes it (what `rsciio.emd` reads as the Velox variant).
+
+    HDF5 with `Version` (JSON, format "Velox"), the image at `Data/Image/<uuid>/Data` as `(y, x, frames)` and
+    its JSON metadata as a null-padded uint8 column at `Data/Image/<uuid>/Metadata`: pixel size in metres as
+    strings under `BinaryResult.PixelSize`, the unit in `BinaryResult.PixelUnitX`.
+    """
+    import json
+
+    import h5py
+
+    metadata = {
+        "BinaryResult": {"PixelSize": {"width": repr(pixel_size_m), "height": repr(pixel_size_m)},
+                         "PixelUnitX": "m", "PixelUnitY": "m", "Offset": {"x": "0", "y": "0"},
+                         "DetectorIndex": "0", "ImageSize": {"width": str(image.shape[1]),
+                                                             "height": str(image.shape[0])}},
+        "Detectors": {"Detector-0": {"DetectorName": "BM-Ceta", "DetectorType": "ImagingDetector"}},
+        "Acquisition": {"AcquisitionStartDatetime": {"DateTime": "1700000000"}},
+        "Optics": {"AccelerationVoltage": "80000"},
+        "Instrument": {"InstrumentClass": "Titan"},
+    }
+    encoded = np.frombuffer(json.dumps(metadata).encode() + b"\0" * 64, dtype=np.uint8)
+    with h5py.File(path, "w") as f:
+        f.create_dataset("Version", data=np.array([json.dumps({"format": "Velox", "version": "11"}).encode()]))
+        group = f.create_group("Data/Image/0123456789abcdef0123456789abcdef")
+        group.create_dataset("Data", data=image[:, :, None], chunks=(*image.shape, 1))
+        group.create_dataset("Metadata", data=encoded[:, None])
+
+
+def write_tia_ser(path, image, pixel_size_m):
+    """One image as FEI TIA writes a `.ser` file (Boothroyd's description, as `rsciio.tia` reads it).
+
+    Header (byte order 0x4949, series id 0x0197, version 0x0210 with 4-byte offsets, data type 0x4122 =
+    2D image, tag type 0x4152 = time only, 1 element, 1 dimension of size 1), the offset arrays, then the
+    element: x and y calibration (offset, delta in metres, element), data type 7 = float32, size x, size y
+    and the pixels with x fastest, stored bottom row first.
+    """
+    import struct
+
+    height, width = image.shape
+    description, units = b"Number", b""
+    dimension = struct.pack("<IddI", 1, 0.0, 1.0, 0) + struct.pack("<I", len(description)) + description
+    dimension += struct.pack("<I", len(units)) + units
+    header_size = 30 + len(dimension)
+    offset_array = header_size
+    data_offset = offset_array + 8  # one data offset, one tag offset, 4 bytes each
+    element = struct.pack("<ddIddIHII", 0.0, pixel_size_m, 0, 0.0, pixel_size_m, 0, 7, width, height)
+    element += np.ascontiguousarray(image[::-1], dtype="<f4").tobytes()
+    tag_offset = data_offset + len(element)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<HHHIIIIII", 0x4949, 0x0197, 0x0210, 0x4122, 0x4152, 1, 1, offset_array, 1))
+        f.write(dimension)
+        f.write(struct.pack("<II", data_offset, tag_offset))
+        f.write(element)
+        f.write(struct.pack("<HHI", 0x4152, 0, 1700000000))
+
+
+@pytest.mark.parametrize("suffix", [".emd", ".ser"])
+def test_real_microscope_files_with_their_calibration(tmp_path, suffix):
+    """Files laid out as Velox (.emd) and TIA (.ser) write them, read through rosettasciio's real readers.
+
+    The images are not square (48 rows, 56 columns) so a transposed or flipped read cannot pass, and the
+    pixel size is stored in metres as the microscopes do (rosettasciio converts it to pm or nm). DigitalMicrograph
+    .dm3/.dm4 are not covered by a real file: their tag tree has no writer in any installed package, and
+    rosettasciio's test files are downloaded on demand; `test_microscope_reader_output_is_used_with_its_calibration`
+    covers what its reader returns.
+    """
+    writer = write_velox_emd if suffix == ".emd" else write_tia_ser
+    series = random_series((3, 48, 56), seed=4)
+    series[:, 5, 40] = 10.0  # a landmark: row 5, column 40 in every image
+    paths = [tmp_path / f"focus_{i}{suffix}" for i in range(3)]
+    for path, image in zip(paths, series, strict=True):
+        writer(path, image, 1.52e-11)  # 0.152 Å per pixel
+    read = read_focal_series("+".join(map(str, paths)))
+    assert read.sampling_A == pytest.approx(0.152, rel=1e-9) and read.file_sampling_A == read.sampling_A
+    assert read.stem == "focus"
+    np.testing.assert_array_equal(read.images, series)
+    folder = read_focal_series(tmp_path)  # the same three files as a folder
+    np.testing.assert_array_equal(folder.images, series)
 
 
 @pytest.mark.parametrize("problem, match", [
