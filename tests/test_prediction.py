@@ -1,8 +1,8 @@
 """Prediction: resampling and tiling leave the columns unchanged; `hrtemnet predict` on good and bad input."""
 
-import csv
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from torch import nn
@@ -155,19 +155,27 @@ def test_predict_writes_csv_in_the_input_frame_and_plot(tmp_path, fake_loaded):
     truth = random_columns(size_A, np.random.default_rng(3), n=12)
     n = int(round(size_A / s)) + 1
     np.savez(tmp_path / "series.npz", images=render(truth, (n, n), s), sampling_A=s)
+    # the stand-in's frames hold different columns: nothing to align, and no MoS2 lattice to check
     result = runner.invoke(app, ["predict", str(tmp_path / "series.npz"), "--model", "msd", "--out-dir",
-                                 str(tmp_path / "out"), "--plot"])
+                                 str(tmp_path / "out"), "--plot", "--no-align", "--border-A", "0"])
     assert result.exit_code == 0, result.output
     assert "12 columns" in result.output and "S-vacancy fraction" in result.output
-    with open(tmp_path / "out" / "series.csv") as f:
-        rows = list(csv.DictReader(f))
-    assert list(rows[0]) == ["x_A", "y_A", "class", "score", "row_px", "col_px"]
-    xy = np.array([[float(r["x_A"]), float(r["y_A"])] for r in rows])
-    pixels = np.array([[float(r["col_px"]), float(r["row_px"])] for r in rows])
+    rows = pd.read_csv(tmp_path / "out" / "series.csv", comment="#")
+    assert list(rows.columns[:9]) == ["x_A", "y_A", "class", "score", "p_Mo", "p_S2", "p_S", "row_px", "col_px"]
+    xy = rows[["x_A", "y_A"]].to_numpy()
+    pixels = rows[["col_px", "row_px"]].to_numpy()
     np.testing.assert_allclose(pixels, xy / s, atol=1e-3)  # pixels of the 0.10 Å input, not of the model
-    distance, classes = matched(Columns(xy, [CLASS_NAMES.index(r["class"]) for r in rows]), truth)
+    distance, classes = matched(Columns(xy, [CLASS_NAMES.index(c) for c in rows["class"]]), truth)
     assert distance.max() < 0.05
     assert (tmp_path / "out" / "series.png").read_bytes()[:4] == b"\x89PNG"
+    comments = [line for line in (tmp_path / "out" / "series.csv").read_text().splitlines() if line.startswith("#")]
+    for key in ("model: msd sha256 ", "pixel_size: 0.1000 Å/px (file", "frame_shifts: not aligned", "command: "):
+        assert any(key in line for line in comments), (key, comments)
+    # the summary counts the interior only: with the default 2 Å border fewer columns
+    result = runner.invoke(app, ["predict", str(tmp_path / "series.npz"), "--out-dir", str(tmp_path / "out2"),
+                                 "--no-align"])
+    interior = rows[(rows.x_A >= 2) & (rows.x_A <= size_A - 2) & (rows.y_A >= 2) & (rows.y_A <= size_A - 2)]
+    assert f"{len(interior)} columns" in result.output and len(interior) < 12
 
 
 def test_threshold_option(tmp_path, fake_loaded):

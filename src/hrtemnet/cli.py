@@ -370,64 +370,66 @@ def demo_command(
 def predict_command(
     inputs: list[str] = typer.Argument(..., help="Focal series, each one of: a (3,H,W) .npy/.npz, a 3-image TIFF, "
                                        "a.dm4+b.dm4+c.dm4 (dm3, dm4, ser, emi, emd, tif, npy), or a folder of "
-                                       "three images (natural name order = defocus order)."),
-    model: str = typer.Option(..., "--model", help="msd, unet (shipped) or a model file from `hrtemnet train`."),
-    sampling: float | None = typer.Option(None, "--sampling", help="Pixel size in Å/px (overrides the files' "
-                                          "calibration; required when they have none)."),
+                                       "three images (natural name order = defocus order). A file of 3k frames "
+                                       "is a time series of k focal series."),
+    model: str = typer.Option("msd", "--model", help="msd, unet (shipped) or a model file from `hrtemnet train`."),
+    sampling: str | None = typer.Option(None, "--sampling", help="Pixel size in Å/px (overrides the files' "
+                                        "calibration), or 'auto': measure it from the MoS2 lattice. Default: the "
+                                        "files' calibration, checked against the lattice (warning beyond 3 %)."),
     out_dir: Path = typer.Option(Path("predictions"), "--out-dir", help="Folder for <input>.csv (and .png)."),
-    plot: bool = typer.Option(False, "--plot", help="Also draw the columns over the three images (PNG)."),
+    plot: bool = typer.Option(False, "--plot", help="Also draw the columns over the three images (PNG); for a time "
+                              "series also the vacancy fraction and counts per series."),
     threshold: float | None = typer.Option(None, "--threshold", help="Column probability threshold in [0, 1) "
                                            "(default: the one chosen on validation data, stored with the model)."),
+    no_align: bool = typer.Option(False, "--no-align", help="Do not register frames 2..n to frame 1."),
+    border_A: float = typer.Option(2.0, "--border-A", help="Summaries leave out columns this close (Å) to the "
+                                   "edge of the field every frame covers."),
+    fmt: str = typer.Option("csv", "--format", help="csv (x_A,y_A,class,score,p_Mo,p_S2,p_S,row_px,col_px,... after "
+                            "# lines), napari (points layer CSV with class feature) or imagej (X,Y px, class)."),
+    frames_per_series: int = typer.Option(3, "--frames-per-series", help="Frames per focal series in a stack."),
+    dose_per_series: float | None = typer.Option(None, "--dose-per-series", help="Dose per focal series in e/Å²: "
+                                                 "the time-series plot is against cumulative dose."),
 ):
-    """Find and classify the columns of each focal series: CSV (x_A,y_A,class,score,row_px,col_px), PNG.
+    """Find and classify the columns of each focal series: a CSV per series (positions in the first image's frame).
 
-    Each input is independent: a bad one is reported in one line and skipped; the exit code is 2 if any failed.
+    Frames are aligned to the first (shifts reported), the pixel size is checked against the MoS2 lattice, and
+    lines starting `warning:` say what looks wrong. Each input is independent: a bad one is reported in one line
+    and skipped; the exit code is 2 if any failed.
     """
-    from dataclasses import replace
+    from hrtemnet.prediction import predict_files
 
-    import torch
+    sampling_value: float | str | None = sampling
+    if sampling is not None and sampling != "auto":
+        try:
+            sampling_value = float(sampling)
+        except ValueError:
+            raise UserError(f"--sampling must be a pixel size in Å/px or 'auto' (got {sampling!r})") from None
+    failed = []
 
-    from hrtemnet.io import read_focal_series
-    from hrtemnet.models import load_model
-    from hrtemnet.peaks import PeakConfig
-    from hrtemnet.plotting import plot_prediction
-    from hrtemnet.prediction import predict_series, summarize, write_prediction
-    from hrtemnet.progress import progress_bar
+    def report_error(spec: str, error: UserError) -> None:
+        failed.append(spec)
+        err_console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
 
-    if sampling is not None and not sampling > 0:
-        raise UserError(f"--sampling must be a positive pixel size in Å/px (got {sampling})")
-    if threshold is not None and not 0 <= threshold < 1:
-        raise UserError(f"--threshold must lie in [0, 1) (got {threshold})")
-    torch.set_flush_denormal(True)  # DESIGN.md: denormals slow the CPU convolutions
-    loaded = load_model(model)
-    peak_config = PeakConfig(**(loaded.peak_params or {}))
-    if threshold is not None:
-        peak_config = replace(peak_config, threshold=threshold)
-    failed, written = 0, set()
-    with progress_bar("series", len(inputs) > 1) as bar:
-        task = bar.add_task("predicting", total=len(inputs))
-        for spec in inputs:
-            try:
-                series = read_focal_series(spec, sampling)
-                stem, copy = series.stem, 1
-                while series.stem in written:  # two inputs with one name: keep both
-                    copy += 1
-                    series.stem = f"{stem}_{copy}"
-                columns = predict_series(loaded, series, peak_config)
-                csv_path = write_prediction(series, columns, out_dir)
-                written.add(series.stem)
-                outputs = str(csv_path)
-                if plot:
-                    title = f"{series.source}: {loaded.name} columns"
-                    outputs += f", {plot_prediction(series, columns, csv_path.with_suffix('.png'), title)}"
-                note = (f" (--sampling {series.sampling_A:g} Å/px overrides the file's "
-                        f"{series.file_sampling_A:.4g})" if series.sampling_overridden else "")
-                bar.console.print(f"{spec}: {summarize(columns).line()}{note} -> {outputs}", highlight=False,
-                                  soft_wrap=True)
-            except UserError as error:
-                failed += 1
-                err_console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
-            bar.advance(task)
+    written = 0
+    for result in predict_files(inputs, model, sampling_value, out_dir, align=not no_align, border_A=border_A,
+                                threshold=threshold, plot=plot, fmt=fmt, frames_per_series=frames_per_series,
+                                dose_per_series=dose_per_series, on_error=report_error, progress=True):
+        written += 1
+        where = result.source if result.series_count == 1 else f"{result.source} [series {result.series_index}]"
+        prediction = result.prediction
+        if prediction is None:
+            line = f"{where}: already written, skipped -> {result.path}"
+        else:
+            outputs = ", ".join(str(p) for p in (result.path, result.plot) if p is not None)
+            line = (f"{where}: {prediction.summary().line()}; pixel size {prediction.sampling_line()}; "
+                    f"shifts {prediction.shifts_line()} -> {outputs}")
+            for warning in prediction.warnings:
+                err_console.print(f"[yellow]warning:[/] {where}: {warning}", highlight=False, soft_wrap=True)
+        console.print(line, highlight=False, soft_wrap=True)
+        if result.summary_path is not None:
+            plot_note = f", {result.summary_plot}" if result.summary_plot is not None else ""
+            console.print(f"{result.source}: time series of {result.series_count} -> {result.summary_path}{plot_note}",
+                          highlight=False, soft_wrap=True)
     if failed:
         written_note = f"; the others were written to {out_dir}" if written else ""
-        raise UserError(f"{failed} of {len(inputs)} input(s) failed (see above){written_note}")
+        raise UserError(f"{len(failed)} of {len(inputs)} input(s) failed (see above){written_note}")

@@ -50,9 +50,10 @@ SUPPORTED = "give a .npy/.npz (3, H, W) array, a 3-image TIFF, a folder of 3 ima
 
 @dataclass
 class FocalSeries:
-    """Three images in acquisition (defocus) order and their pixel size."""
+    """Images in acquisition (defocus) order and their pixel size: one focal series `(3, H, W)`, or a
+    stack of them `(3k, H, W)` as `read_image_stack` reads it."""
 
-    images: np.ndarray  # float32 (3, H, W)
+    images: np.ndarray  # float32 (3, H, W), or (3k, H, W) for a stack
     sampling_A: float  # pixel size in Å/px used for prediction
     source: str  # what the user gave, for messages
     stem: str  # name for output files
@@ -77,6 +78,22 @@ def read_focal_series(spec: str | Path, sampling_A: float | None = None) -> Foca
 
     `sampling_A` (Å/px) is needed when the file has no calibration and overrides it when it has.
     """
+    series = read_image_stack(spec, sampling_A)
+    if len(series.images) != NUM_IMAGES:
+        raise UserError(f"{spec}: holds {len(series.images)} image(s), a focal series needs "
+                        f"{NUM_IMAGES}; give a (3, H, W) stack, a folder or a+b+c of single images")
+    return series
+
+
+def read_image_stack(spec: str | Path, sampling_A: float | None = None,
+                     require_sampling: bool = True) -> FocalSeries:
+    """Read a stack of frames: one focal series, or a time series of them (3k frames in one file).
+
+    Like `read_focal_series` but a single file may hold any number of frames (at least one); a folder
+    or a+b+c still names one image per file. With `require_sampling=False` a stack without calibration
+    (and no `sampling_A`) is returned with `sampling_A = nan`, for the caller to measure it (e.g.
+    `hrtemnet.calibration`).
+    """
     if sampling_A is not None and not (np.isfinite(sampling_A) and sampling_A > 0):
         raise UserError(f"--sampling must be a positive pixel size in Å/px (got {sampling_A})")
     spec = str(spec)
@@ -95,19 +112,70 @@ def read_focal_series(spec: str | Path, sampling_A: float | None = None) -> Foca
     else:
         files = [path]
         reads = [_read_file(path)]
-        if len(reads[0].images) != NUM_IMAGES:
-            raise UserError(f"{path}: holds {len(reads[0].images)} image(s), a focal series needs "
-                            f"{NUM_IMAGES}; give a (3, H, W) stack, a folder or a+b+c of single images")
         stem = path.stem
     images = [image for read in reads for image in read.images]
     _check_images(images, [f for f, read in zip(files, reads, strict=True) for _ in read.images])
     file_sampling_A = _agreed_sampling(reads, files)
-    if sampling_A is None and file_sampling_A is None:
+    if sampling_A is None and file_sampling_A is None and require_sampling:
         notes = "; ".join(sorted({r.calibration_note for r in reads if r.calibration_note}))
         raise UserError(f"{spec}: no pixel size in the file{' (' + notes + ')' if notes else ''}; "
                         f"give it with --sampling S (Å/px)")
-    return FocalSeries(np.stack(images).astype(np.float32), float(sampling_A or file_sampling_A), spec, stem,
-                       file_sampling_A)
+    sampling = sampling_A or file_sampling_A
+    return FocalSeries(np.stack(images).astype(np.float32), float("nan") if sampling is None else float(sampling),
+                       spec, stem, file_sampling_A)
+
+
+def series_from_array(data, sampling_A: float | None = None, source: str = "array") -> FocalSeries:
+    """A stack `(n, H, W)` given as an array (one focal series: n = 3; a time series: n = 3k).
+
+    `sampling_A` in Å/px; None leaves it NaN (to be measured from the lattice). Refuses 2-D arrays,
+    NaN/infinite pixels and constant frames with the same one-line messages as files.
+    """
+    if sampling_A is not None and not (np.isfinite(sampling_A) and sampling_A > 0):
+        raise UserError(f"sampling_A must be a positive pixel size in Å/px (got {sampling_A})")
+    data = np.asarray(data)
+    if data.ndim == 2:
+        raise UserError(f"{source}: a 2-D array {data.shape} is one image; a focal series is 3 images "
+                        f"(3, H, W) in defocus order (a time series: (3k, H, W))")
+    if data.ndim != 3:
+        raise UserError(f"{source}: a focal series is a (3, H, W) array; got shape {data.shape}")
+    images = _split_images(data, Path(source))
+    _check_images(images, [Path(source)] * len(images))
+    return FocalSeries(np.stack(images).astype(np.float32), float("nan") if sampling_A is None else float(sampling_A),
+                       source, "array", None)
+
+
+def series_from_signal(signal, sampling_A: float | None = None) -> tuple[FocalSeries, np.ndarray]:
+    """A HyperSpy `Signal2D` stack (or anything with `.data` and `.axes_manager.signal_axes[i].scale /
+    .offset / .units`) as a series, and the (x, y) offset in Å of its pixel (0, 0).
+
+    The signal axes give the pixel size (converted to Å; `sampling_A` overrides it) and the offset;
+    axis 0 is x (columns), axis 1 is y (rows), as in HyperSpy.
+    """
+    name = str(getattr(getattr(getattr(signal, "metadata", None), "General", None), "title", "") or "signal")
+    try:
+        axes = list(signal.axes_manager.signal_axes)
+    except AttributeError:
+        raise UserError(f"{name}: not a HyperSpy signal (no axes_manager.signal_axes)") from None
+    if len(axes) != 2:
+        raise UserError(f"{name}: has {len(axes)} signal axes; a Signal2D (images) stack is needed")
+    converted = [_to_angstrom(getattr(axis, "scale", 1.0), getattr(axis, "units", None)) for axis in axes]
+    offsets = []
+    for axis, (scale_A, _) in zip(axes, converted, strict=True):
+        factor = scale_A / float(axis.scale) if scale_A is not None else None
+        offsets.append(float(getattr(axis, "offset", 0.0) or 0.0) * (factor if factor is not None else 0.0))
+    file_sampling_A = None
+    (sx, note), (sy, _) = converted
+    if sx is not None and sy is not None:
+        if not np.isclose(sx, sy, rtol=SQUARE_PIXEL_TOLERANCE):
+            raise UserError(f"{name}: pixels are not square ({sx:.4g} x {sy:.4g} Å); resample them first")
+        file_sampling_A = 0.5 * (sx + sy)
+    series = series_from_array(np.asarray(signal.data), sampling_A or file_sampling_A, name)
+    series.file_sampling_A = file_sampling_A
+    series.stem = name
+    if file_sampling_A is None and any(offsets):
+        offsets = [0.0, 0.0]  # offsets in pixels or unknown units cannot be placed in Å
+    return series, np.array(offsets)
 
 
 def resample_series(images: np.ndarray, from_sampling_A: float, to_sampling_A: float) -> np.ndarray:

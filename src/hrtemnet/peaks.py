@@ -101,9 +101,18 @@ def _refine_peaks(foreground: np.ndarray, peaks: np.ndarray, refine_fraction: fl
 
 def _classify_peaks(probabilities: np.ndarray, peaks: np.ndarray, radius_px: float) -> np.ndarray:
     """Class with the largest class probability summed over a disk around each peak."""
+    return np.argmax(class_shares(probabilities, peaks, radius_px), axis=1)
+
+
+def class_shares(probabilities: np.ndarray, peaks: np.ndarray, radius_px: float) -> np.ndarray:
+    """`(n, n_classes)`: each class's share of the class probability summed over a disk around each peak.
+
+    `peaks` are integer (row, col) pixels; rows sum to 1 (the classes compete, background is left out).
+    """
+    peaks = np.asarray(peaks, dtype=np.int64).reshape(-1, 2)
     footprint = disk(max(0, round(radius_px))).astype(np.float64)
     summed = np.stack(
         [ndimage.correlate(channel, footprint, mode="constant") for channel in probabilities[1:]]
-    )
-    return np.argmax(summed[:, peaks[:, 0], peaks[:, 1]], axis=0)
+    )[:, peaks[:, 0], peaks[:, 1]].T
+    return summed / np.maximum(summed.sum(axis=1, keepdims=True), 1e-300)
 
