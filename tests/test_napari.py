@@ -105,9 +105,12 @@ def test_reader_and_add_columns_refuse_bad_input_with_one_line(napari, tmp_path)
     with pytest.raises(UserError, match="NaN"):
         read_series(str(tmp_path / "nan.npy"))
     viewer = napari.components.ViewerModel()
-    viewer.add_image(np.random.default_rng(0).normal(size=(3, 40, 40)), name="uncalibrated")
-    with pytest.raises(UserError, match="no pixel size"):
+    viewer.add_image(np.random.default_rng(0).normal(size=(3, 64, 64)), name="uncalibrated")
+    with pytest.raises(UserError, match="pixel size"):  # none in the file, no lattice to measure it from
         add_columns(viewer, "uncalibrated")
+    viewer.add_image(np.random.default_rng(0).normal(size=(6, 64, 64)), name="six frames", scale=(1, 0.15, 0.15))
+    with pytest.raises(UserError, match="one focal series"):
+        add_columns(viewer, "six frames")
 
 
 def test_add_columns_finds_the_simulated_columns(napari, simulated):

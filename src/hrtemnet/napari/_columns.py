@@ -8,6 +8,7 @@ does is here, without Qt, so notebooks and tests drive it directly.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -15,6 +16,7 @@ import numpy as np
 
 from hrtemnet.columns import CLASS_NAMES, Columns
 from hrtemnet.errors import UserError
+from hrtemnet.io import NUM_IMAGES
 from hrtemnet.napari._reader import METADATA_KEY
 
 if TYPE_CHECKING:
@@ -24,12 +26,13 @@ if TYPE_CHECKING:
 COLUMNS_LAYER_NAME = "columns"
 PROBABILITY_FEATURES = tuple(f"p_{name}" for name in CLASS_NAMES)
 FEATURES = ("class", "score", *PROBABILITY_FEATURES)
+EXTRA_FEATURES = ("p_column",)  # kept when the prediction has them, so an export keeps them too
 # Markers about half the Mo-S2 distance (1.83 Å) across, so neighbours stay apart at any zoom.
 POINT_SIZE_A = 0.9
 # napari's names for the markers of our figures (matplotlib o, s, ^).
 NAPARI_SYMBOLS = {"o": "disc", "s": "square", "^": "triangle_up"}
 # A column the user adds by hand: an S2 column (the most common class), certain, no probabilities.
-HAND_ADDED_FEATURES = {"class": "S2", "score": 1.0, **{name: np.nan for name in PROBABILITY_FEATURES}}
+HAND_ADDED_FEATURES = {"class": "S2", "score": 1.0}
 
 
 def class_colours() -> dict[str, str]:
@@ -49,42 +52,53 @@ def class_symbols() -> dict[str, str]:
 # ---- prediction ------------------------------------------------------------------------------------------
 
 
-def series_sampling_A(layer, sampling_A: float | str | None = None) -> float | str:
-    """Pixel size (Å/px) to predict `layer` with: the one given (a number or "auto"), else the file's.
+def series_sampling_A(layer, sampling_A: float | str | None = None) -> tuple[float | str, str]:
+    """Pixel size to predict `layer` with and where it comes from: ("given" | "file" | "lattice").
 
-    An image opened by another reader (no hrtemnet metadata) counts as calibrated in Å when its image
-    axes have a scale other than 1.
+    `sampling_A`: a number (Å/px), "auto" (measured from the MoS2 lattice), or None: the file's
+    calibration, else measured from the lattice. An image opened by another reader (no hrtemnet
+    metadata) counts as calibrated in Å when its image axes have a scale other than 1.
     """
     if sampling_A is not None:
         if isinstance(sampling_A, str):
             if sampling_A != "auto":
                 raise UserError(f"sampling_A must be a pixel size in Å/px or 'auto' (got {sampling_A!r})")
-            return sampling_A
+            return "auto", "lattice"
         if not (np.isfinite(sampling_A) and sampling_A > 0):
             raise UserError(f"sampling_A must be a positive pixel size in Å/px (got {sampling_A})")
-        return float(sampling_A)
+        return float(sampling_A), "given"
     info = layer.metadata.get(METADATA_KEY)
     if info is not None and info.get("file_sampling_A"):
-        return float(info["file_sampling_A"])
+        return float(info["file_sampling_A"]), "file"
     scale_y, scale_x = (float(v) for v in layer.scale[-2:])
     if info is None and scale_x != 1.0 and np.isclose(scale_x, scale_y):
-        return scale_x
-    raise UserError(f"{layer.name}: no pixel size (the file has no calibration); give the pixel size in "
-                    f"Å/px or 'auto'")
+        return scale_x, "file"
+    return "auto", "lattice"
 
 
 def predict_table(images: np.ndarray, sampling_A: float | str, model: str = "msd", align: bool = True,
-                  border_A: float = 2.0) -> pd.DataFrame:
-    """Columns of a focal series `(n, H, W)` as the Python API gives them (runs in a worker thread)."""
+                  border_A: float = 2.0, sampling_source: str | None = None) -> pd.DataFrame:
+    """Columns of one focal series `(3, H, W)` from `hrtemnet.predict` (the widget runs this in a thread).
+
+    `sampling_source` corrects the table's record of where a numeric pixel size came from ("file" when
+    it is the file's calibration, which the API, handed an array, cannot know).
+    """
     import hrtemnet
 
-    if hasattr(hrtemnet, "predict"):
-        return hrtemnet.predict(images, sampling_A=sampling_A, model=model, align=align, border_A=border_A)
-    return _predict_table_without_api(images, sampling_A, model)
+    images = np.asarray(images)
+    if images.ndim != 3 or len(images) != NUM_IMAGES:
+        raise UserError(f"the image layer holds {images.shape}; the plugin works on one focal series "
+                        f"({NUM_IMAGES}, H, W) (time series: `hrtemnet predict --frames-per-series 3`)")
+    if not hasattr(hrtemnet, "predict"):
+        return _predict_table_without_api(images, sampling_A, model)
+    table = hrtemnet.predict(images, sampling_A=sampling_A, model=model, align=align, border_A=border_A)
+    if sampling_source == "file" and table.attrs.get("sampling_source") == "given":
+        table.attrs["sampling_source"] = "file"
+    return table
 
 
 def _predict_table_without_api(images: np.ndarray, sampling_A: float | str, model: str) -> pd.DataFrame:
-    """Stand-in until `hrtemnet.predict` lands: the same library path `hrtemnet predict` runs."""
+    """Stand-in while `hrtemnet.predict` is missing: the library path `hrtemnet predict` runs, no alignment."""
     import pandas as pd
 
     from hrtemnet.io import FocalSeries
@@ -92,16 +106,10 @@ def _predict_table_without_api(images: np.ndarray, sampling_A: float | str, mode
     from hrtemnet.prediction import predict_series
 
     if isinstance(sampling_A, str):
-        raise UserError("pixel size 'auto' needs hrtemnet.predict (not in this version); give it in Å/px")
-    images = np.asarray(images, dtype=np.float32)
-    if images.ndim != 3 or len(images) != 3:
-        raise UserError(f"a focal series is 3 images (3, H, W); the layer holds {images.shape}")
-    loaded = load_model(model)
-    columns = predict_series(loaded, FocalSeries(images, sampling_A, "layer", "layer"))
+        raise UserError("no pixel size: give it in Å/px (measuring it needs hrtemnet.predict)")
+    columns = predict_series(load_model(model), FocalSeries(np.asarray(images, np.float32), sampling_A, "", ""))
     table = pd.DataFrame({"x_A": columns.xy_A[:, 0], "y_A": columns.xy_A[:, 1],
                           "class": [CLASS_NAMES[i] for i in columns.class_index], "score": columns.score})
-    for name in PROBABILITY_FEATURES:
-        table[name] = np.nan
     table.attrs.update(sampling_A=float(sampling_A), model=str(model))
     return table
 
@@ -114,66 +122,73 @@ def add_columns(viewer: napari.components.ViewerModel, layer, model: str = "msd"
     Parameters
     ----------
     viewer : a napari `Viewer` (or `ViewerModel`).
-    layer : the image layer `(n, H, W)` holding the series, or its name.
+    layer : the image layer `(3, H, W)` holding the series, or its name.
     model : "msd", "unet" (shipped) or a model file from `hrtemnet train`.
-    sampling_A : pixel size in Å/px, "auto" (measured from the MoS2 lattice), or None for the file's.
-    align : register frames 2..n to frame 1 first (positions stay in frame 1).
-    border_A : columns this near the border (Å) are left out of the summary.
+    sampling_A : pixel size in Å/px, "auto" (measured from the MoS2 lattice), or None: the file's
+        calibration, else measured.
+    align : register frames 2 and 3 to frame 1 first (positions stay in the frame of frame 1).
+    border_A : the summary counts only columns at least this far (Å) inside the field all frames cover.
 
     Returns
     -------
-    The Points layer `columns` (an existing one is replaced), in Å, with features class, score,
-    p_Mo, p_S2, p_S.
+    The Points layer `columns` (an existing one is replaced): positions in Å, features class, score,
+    p_Mo, p_S2, p_S (and p_column). What looks wrong (pixel size, alignment) comes as `UserWarning`s.
     """
     image = viewer.layers[layer] if isinstance(layer, str) else layer
-    sampling = series_sampling_A(image, sampling_A)
-    table = predict_table(np.asarray(image.data), sampling, model, align, border_A)
-    return show_columns(viewer, image, table, sampling, border_A)
+    sampling, source = series_sampling_A(image, sampling_A)
+    table = predict_table(np.asarray(image.data), sampling, model, align, border_A, source)
+    for message in table.attrs.get("warnings", []):
+        warnings.warn(message, UserWarning, stacklevel=2)
+    return show_columns(viewer, image, table, border_A)
 
 
-def show_columns(viewer, image, table: pd.DataFrame, sampling_A: float | str,
-                 border_A: float = 2.0) -> napari.layers.Points:
+def show_columns(viewer, image, table: pd.DataFrame, border_A: float = 2.0) -> napari.layers.Points:
     """Add the predicted `table` (replacing any `columns` layer) over `image`; return the layer."""
-    sampling = float(table.attrs.get("sampling_A", sampling_A))  # what "auto" measured, if it was auto
     if COLUMNS_LAYER_NAME in viewer.layers:
         viewer.layers.remove(COLUMNS_LAYER_NAME)
-    layer = columns_layer(table, image, sampling, border_A)
+    layer = columns_layer(table, image, border_A)
     viewer.layers.append(layer)
     if image.ndim == viewer.dims.ndim == 3:
         viewer.dims.set_current_step(0, 0)  # the columns are positions in the first frame
     return layer
 
 
-def columns_layer(table: pd.DataFrame, image, sampling_A: float, border_A: float = 2.0) -> napari.layers.Points:
-    """A Points layer of the columns in `table` (Å), placed over image layer `image`."""
+def columns_layer(table: pd.DataFrame, image, border_A: float = 2.0) -> napari.layers.Points:
+    """A Points layer of the columns in `table` (Å, pixel size in `table.attrs`) over image layer `image`."""
     import napari
     import pandas as pd
 
-    features = pd.DataFrame({name: table[name] if name in table else np.nan for name in FEATURES})
+    names = [*FEATURES, *(name for name in EXTRA_FEATURES if name in table)]
+    features = pd.DataFrame({name: table[name] if name in table else np.nan for name in names})
     features["class"] = pd.Categorical(table["class"].astype(str), categories=CLASS_NAMES)
     symbols = class_symbols()
+    sampling_A = float(table.attrs["sampling_A"])
     height, width = np.shape(image.data)[-2:]
+    image_scale = np.asarray(image.scale[-2:], dtype=float)
+    offset_yx_A = np.asarray(table.attrs.get("offset_A", (0.0, 0.0)), dtype=float)[::-1]  # (x, y) in attrs
     info = {
         "image": image.name,
         "source": image.metadata.get(METADATA_KEY, {}).get("source", image.name),
-        "sampling_A": sampling_A,
-        "field_A": (width * sampling_A, height * sampling_A),
-        "border_A": border_A,
+        "image_shape": (int(height), int(width)),
+        # (x0, y0, x1, y1) Å: the field every frame covers (the API's), else the whole image
+        "field_A": tuple(table.attrs.get("field_A", (0.0, 0.0, (width - 1) * sampling_A, (height - 1) * sampling_A))),
+        "border_A": float(table.attrs.get("border_A", border_A)),
         "attrs": dict(table.attrs),
     }
     layer = napari.layers.Points(
         table[["y_A", "x_A"]].to_numpy(dtype=float).reshape(-1, 2),
         name=COLUMNS_LAYER_NAME,
         features=features,
-        feature_defaults=HAND_ADDED_FEATURES,
+        feature_defaults={name: HAND_ADDED_FEATURES.get(name, np.nan) for name in names},
         size=POINT_SIZE_A,
         symbol=[symbols[name] for name in features["class"]] or "disc",
         face_color="transparent",
         border_color="class",
         border_color_cycle=class_colours(),
         border_width=0.18,
-        scale=np.asarray(image.scale[-2:], dtype=float) / sampling_A,
-        translate=np.asarray(image.translate[-2:], dtype=float),
+        # data in Å (plus any HyperSpy offset) onto the image's world coordinates
+        scale=image_scale / sampling_A,
+        translate=np.asarray(image.translate[-2:], dtype=float) - offset_yx_A * image_scale / sampling_A,
         units=tuple(image.units[-2:]),
         metadata={METADATA_KEY: info},
     )
@@ -215,43 +230,96 @@ def layer_columns(layer: napari.layers.Points) -> Columns:
 
 
 def layer_table(layer: napari.layers.Points) -> pd.DataFrame:
-    """The layer as a prediction table (columns x_A, y_A, class, score, p_Mo, p_S2, p_S; attrs kept)."""
+    """The layer as a prediction table (x_A, y_A, class, score, p_Mo, p_S2, p_S[, p_column]; attrs kept)."""
     import pandas as pd
 
     data = np.asarray(layer.data, dtype=float).reshape(-1, 2)
     table = pd.DataFrame({"x_A": data[:, 1], "y_A": data[:, 0]})
-    for name in FEATURES:
+    for name in (*FEATURES, *(name for name in EXTRA_FEATURES if name in layer.features)):
         values = layer.features[name]
         table[name] = values.astype(str).to_numpy() if name == "class" else values.to_numpy(float)
     table.attrs.update(layer.metadata.get(METADATA_KEY, {}).get("attrs", {}))
     return table
 
 
+def _info(layer: napari.layers.Points) -> dict:
+    info = layer.metadata.get(METADATA_KEY)
+    if not info:
+        raise UserError(f"layer {layer.name!r} was not made by hrtemnet (Find columns or add_columns)")
+    return info
+
+
+def _interior(layer: napari.layers.Points, columns: Columns) -> np.ndarray:
+    """Columns at least border_A inside the field every frame covers (as `hrtemnet.predict` counts)."""
+    info = _info(layer)
+    x0, y0, x1, y1 = info["field_A"]
+    border = info["border_A"]
+    x, y = (columns.xy_A - np.asarray(info["attrs"].get("offset_A", (0.0, 0.0)))).T
+    return (x >= x0 + border) & (x <= x1 - border) & (y >= y0 + border) & (y <= y1 - border)
+
+
 def interior_summary(layer: napari.layers.Points):
-    """`prediction.PredictionSummary` of the columns at least the layer's border_A from the image edges."""
-    from hrtemnet.metrics import inside_border
+    """`prediction.PredictionSummary` (counts, S-vacancy fraction) of the layer's interior columns, now."""
     from hrtemnet.prediction import summarize
 
-    info = layer.metadata.get(METADATA_KEY, {})
     columns = layer_columns(layer)
-    if "field_A" in info:
-        columns = columns.subset(inside_border(columns.xy_A, info["field_A"], float(info.get("border_A", 2.0))))
-    return summarize(columns)
+    return summarize(columns.subset(_interior(layer, columns)))
 
 
 def summary_line(layer: napari.layers.Points) -> str:
-    """Counts per class and the S-vacancy fraction of the columns at least border_A from the edges."""
-    border_A = float(layer.metadata.get(METADATA_KEY, {}).get("border_A", 2.0))
-    return f"interior (≥ {border_A:g} Å from the edges): {interior_summary(layer).line()}"
+    """Counts per class and the S-vacancy fraction of the columns at least border_A inside the field."""
+    return f"interior (≥ {_info(layer)['border_A']:g} Å from the edges): {interior_summary(layer).line()}"
+
+
+def layer_prediction(layer: napari.layers.Points):
+    """The layer, with its edits, as the `prediction.SeriesPrediction` that `hrtemnet predict` writes."""
+    from hrtemnet.prediction import SeriesPrediction
+
+    info, table = _info(layer), layer_table(layer)
+    attrs = info["attrs"]
+    offset_A = np.asarray(attrs.get("offset_A", (0.0, 0.0)), dtype=float)
+    columns = layer_columns(layer)
+    interior = _interior(layer, columns)
+    return SeriesPrediction(
+        columns=Columns(columns.xy_A - offset_A, columns.class_index, columns.score),
+        class_probabilities=table[list(PROBABILITY_FEATURES)].to_numpy(float).reshape(-1, len(CLASS_NAMES)),
+        column_probability=table["p_column"].to_numpy(float) if "p_column" in table else np.full(len(table), np.nan),
+        interior=interior,
+        sampling_A=float(attrs["sampling_A"]),
+        sampling_source=attrs.get("sampling_source", "given"),
+        measured_sampling_A=attrs.get("measured_sampling_A"),
+        shifts_A=np.asarray(attrs.get("shifts_A", np.zeros((NUM_IMAGES, 2))), dtype=float),
+        aligned=bool(attrs.get("aligned", False)),
+        field_A=tuple(info["field_A"]),
+        border_A=float(info["border_A"]),
+        image_shape=tuple(info["image_shape"]),
+        warnings=list(attrs.get("warnings", [])),
+        drift_A=np.asarray(attrs.get("drift_A", (0.0, 0.0)), dtype=float),
+        offset_A=offset_A,
+    )
 
 
 def export_columns(layer: napari.layers.Points, path) -> Path:
-    """Write the layer's columns (with any corrections) as the column CSV `hrtemnet predict` writes."""
-    from hrtemnet.columns import write_columns_csv
+    """Write the layer's columns, with any corrections, as the column CSV `hrtemnet predict` writes.
 
+    The `#` lines say where the series and the model came from and that the columns were corrected in
+    napari; columns added by hand have score 1 and no probabilities. Returns the path (`.csv` added).
+    """
     path = Path(path)
     if path.suffix.lower() != ".csv":
         path = path.with_suffix(".csv")
-    sampling_A = layer.metadata.get(METADATA_KEY, {}).get("sampling_A")
-    write_columns_csv(path, layer_columns(layer), sampling_A=sampling_A)
-    return path
+    info = _info(layer)
+    try:
+        from hrtemnet.prediction import metadata_lines, write_prediction_table
+    except ImportError:  # before hrtemnet.predict: the CSV `hrtemnet predict` wrote then
+        from hrtemnet.columns import write_columns_csv
+
+        write_columns_csv(path, layer_columns(layer), sampling_A=float(info["attrs"]["sampling_A"]))
+        return path
+    prediction = layer_prediction(layer)
+    attrs = info["attrs"]
+    command = (f"napari (hrtemnet plugin): {attrs.get('model', '')} columns of layer {info['image']!r}, "
+               f"corrected by hand and exported (hand-added columns: score 1, no probabilities)")
+    header = metadata_lines(prediction, str(attrs.get("model", "")), str(attrs.get("model_sha256", "")), command,
+                            str(info["source"]))
+    return write_prediction_table(path, prediction, header, "csv")

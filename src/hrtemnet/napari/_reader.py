@@ -1,6 +1,6 @@
 """napari reader: a focal series in any form `hrtemnet predict` accepts, as one image layer in Å.
 
-Reading is `hrtemnet.io.read_focal_series` (no second reader). The frames lie on axis 0 (napari's
+Reading is `hrtemnet.io`'s (no second reader). The frames lie on axis 0 (napari's
 slider), the image axes are scaled by the file's pixel size, so pixel (row, col) sits at
 (y, x) = (row * s, col * s) Å in the viewer, the convention of every column CSV. A file without a
 calibration opens in pixels (scale 1); the widget then asks for the pixel size.
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hrtemnet.io import IMAGE_SUFFIXES, read_focal_series
+from hrtemnet.io import IMAGE_SUFFIXES
 
 # Where the reader leaves what it knows about the series for the widget and `add_columns`.
 METADATA_KEY = "hrtemnet"
@@ -29,11 +29,17 @@ def get_reader(path: str | list[str]):
 
 
 def read_series(path: str | list[str]) -> list[tuple]:
-    """`[(images (n, H, W), layer kwargs, "image")]` for napari; raises `UserError` on bad input."""
+    """`[(images (n, H, W), layer kwargs, "image")]` for napari; raises `UserError` on bad input.
+
+    A file without calibration opens too (in pixels); a stack of 3k frames (a time series) opens whole.
+    """
+    from hrtemnet import io
+
     spec = str(path[0] if isinstance(path, list) else path)
-    # A stand-in pixel size of 1 opens uncalibrated files too; the file's own calibration, if any, is
-    # kept apart in `file_sampling_A` and is the only one used for the scale.
-    series = read_focal_series(spec, sampling_A=1.0)
+    if hasattr(io, "read_image_stack"):
+        series = io.read_image_stack(spec, None, require_sampling=False)
+    else:  # a stand-in pixel size opens uncalibrated files; the file's own is kept in file_sampling_A
+        series = io.read_focal_series(spec, sampling_A=0.15)
     return [(series.images, layer_kwargs(series.stem, spec, series.file_sampling_A), "image")]
 
 

@@ -95,28 +95,40 @@ class ColumnsWidget(Container):
             if not self.image.value:
                 raise UserError("open a focal series first (File > Open, or drag a file onto the viewer)")
             image = self.viewer.layers[self.image.value]
-            sampling = _columns.series_sampling_A(image, self.sampling_spec())
-            settings = (self.model_spec(), bool(self.align.value), float(self.border_A.value))
+            sampling, source = _columns.series_sampling_A(image, self.sampling_spec())
+            model, align, border_A = self.model_spec(), bool(self.align.value), float(self.border_A.value)
         except UserError as error:
             self._report(error)
             return
         images = np.asarray(image.data)
         worker = thread_worker(_columns.predict_table, progress={"total": 0, "desc": "Finding columns"})(
-            images, sampling, *settings)
-        worker.returned.connect(lambda table: self._show_prediction(image, table, sampling, settings[2]))
+            images, sampling, model, align, border_A, source)
+        worker.returned.connect(lambda table: self._show_prediction(image, table, border_A))
         worker.errored.connect(self._report)
         worker.finished.connect(self._prediction_finished)
         self.find.enabled, self.busy.visible = False, True
-        self.status.value = f"finding columns in {image.name} with {settings[0]} ..."
+        self.status.value = f"finding columns in {image.name} with {model} ..."
         self.worker = worker
         worker.start()
 
-    def _show_prediction(self, image, table, sampling, border_A) -> None:
-        layer = _columns.show_columns(self.viewer, image, table, sampling, border_A)
+    def _show_prediction(self, image, table, border_A) -> None:
+        layer = _columns.show_columns(self.viewer, image, table, border_A)
         layer.events.data.connect(lambda *_: self.show_summary())
         layer.events.features.connect(lambda *_: self.show_summary())
         self.show_summary()
-        self.status.value = f"{len(layer.data)} columns; select points to move, delete (Del) or reclassify"
+        from napari.utils.notifications import show_warning
+
+        attrs = table.attrs
+        source = attrs.get("sampling_source", "given")
+        lines = [f"{len(layer.data)} columns at {attrs['sampling_A']:.4f} Å/px ({source})"]
+        if attrs.get("aligned"):
+            shifts = attrs["shifts_A"][1:]
+            lines.append("frame shifts " + ", ".join(f"({dx:+.2f}, {dy:+.2f})" for dx, dy in shifts) + " Å")
+        lines.append("select points to move, delete (Del) or reclassify")
+        for message in attrs.get("warnings", []):
+            lines.append(f"warning: {message}")
+            show_warning(f"hrtemnet: {message}")
+        self.status.value = "\n".join(lines)
 
     def _prediction_finished(self) -> None:
         self.find.enabled, self.busy.visible = True, False
