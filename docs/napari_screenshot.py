@@ -24,9 +24,11 @@ def simulated_series(seed: int) -> np.ndarray:
     from hrtemnet.simulation import OpticsParams, SimulationConfig, apply_dose_noise, simulate_focal_series
     from hrtemnet.structures import StructureConfig, random_structure
 
-    config = StructureConfig(sheet_probability=0.0, graphene_probability=0.0, carbon_probability=0.0,
-                             tilt_rad_range=(0.0, 0.0), single_s_vacancy_rate_range=(0.08, 0.10),
+    config = StructureConfig(sheet_probability=0.0, graphene_probability=0.0, single_s_vacancy_rate_range=(0.08, 0.10),
                              flake_radius_A_range=(15.0, 17.0))
+    for name, clean in (("carbon_probability", 0.0), ("tilt_rad_range", (0.0, 0.0))):
+        if hasattr(config, name):  # the realism options, where present: no contamination, no tilt
+            setattr(config, name, clean)
     rng = np.random.default_rng(seed)
     sample = random_structure(rng, config)
     images = simulate_focal_series(sample.atoms, OpticsParams(), SimulationConfig(sampling_A=SAMPLING_A,

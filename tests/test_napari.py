@@ -44,8 +44,10 @@ def simulated(tmp_path_factory):
     from hrtemnet.simulation import OpticsParams, SimulationConfig, simulate_focal_series
     from hrtemnet.structures import StructureConfig, random_structure
 
-    config = StructureConfig(sheet_probability=1.0, graphene_probability=0.0, carbon_probability=0.0,
-                             tilt_rad_range=(0.0, 0.0), single_s_vacancy_rate_range=(0.05, 0.10))
+    config = StructureConfig(sheet_probability=1.0, graphene_probability=0.0, single_s_vacancy_rate_range=(0.05, 0.10))
+    for name, clean in (("carbon_probability", 0.0), ("tilt_rad_range", (0.0, 0.0))):
+        if hasattr(config, name):  # the realism options, where present: no contamination, no tilt
+            setattr(config, name, clean)
     sample = random_structure(np.random.default_rng(7), config)
     images = simulate_focal_series(sample.atoms, OpticsParams(),
                                    SimulationConfig(sampling_A=SAMPLING_A, num_phonons=0))
