@@ -116,3 +116,15 @@ def test_frozen_phonons_displace_each_atom_with_the_sigma_of_its_coordination():
         assert measured[..., 2].std() == pytest.approx(sigma_z, rel=0.08), (element, cn)
         checked += 1
     assert checked >= 3  # bulk and edge coordinations of a flake
+
+
+def test_abtem_is_configured_once_per_process():
+    import abtem
+
+    from hrtemnet.simulation import configure_abtem
+
+    configure_abtem()
+    assert abtem.config.get("dask.lazy") is False and abtem.config.get("fftw.threads") == 1
+    with abtem.config.set({"fftw.threads": 3}):  # a user's own setting is not overwritten by later calls
+        configure_abtem()
+        assert abtem.config.get("fftw.threads") == 3
