@@ -128,6 +128,9 @@ def test_add_columns_finds_the_simulated_columns(napari, simulated):
 
     assert isinstance(layer, napari.layers.Points) and layer.name == "columns"
     assert {"class", "score", "p_Mo", "p_S2", "p_S"} <= set(layer.features.columns)
+    shares = layer.features[["p_Mo", "p_S2", "p_S"]].to_numpy()
+    np.testing.assert_allclose(shares.sum(axis=1), 1.0, atol=1e-3)  # class shares of every column
+    assert np.all(shares.argmax(axis=1) == [CLASS_NAMES.index(c) for c in layer.features["class"]])
     np.testing.assert_allclose(layer.scale, (1.0, 1.0))  # data in Å on an image scaled in Å
     expected = [to_rgba(CLASS_COLOURS[c]) for c in layer.features["class"]]
     np.testing.assert_allclose(layer.border_color, expected, atol=1e-6)
@@ -147,7 +150,9 @@ def score_cli(truth_csv, pred_csv, tmp_path) -> dict:
         return next(csv.DictReader(f))
 
 
-def test_class_edit_delete_and_export_round_trip_through_score(napari, simulated, tmp_path):
+def test_class_edit_move_delete_and_export_round_trip_through_score(napari, simulated, tmp_path):
+    import pandas as pd
+
     from hrtemnet.metrics import inside_border, match_image
     from hrtemnet.napari import add_columns, export_columns, layer_table, set_class, summary_line
 
@@ -159,29 +164,36 @@ def test_class_edit_delete_and_export_round_trip_through_score(napari, simulated
     before = score_cli(truth_csv, export_columns(layer, tmp_path / "as_predicted.csv"), tmp_path)
     summary = summary_line(layer)
 
-    # two correct interior columns (away from the border band score measures from the true columns)
+    # three correct interior columns (away from the border band score measures from the true columns)
     height, width = images.shape[-2:]
     predicted = table_columns(layer_table(layer))
     match = match_image(truth, predicted, (width * SAMPLING_A, height * SAMPLING_A))
     interior = np.flatnonzero(inside_border(predicted.xy_A, (width * SAMPLING_A, height * SAMPLING_A), 4.0))
     correct = [i for i in interior if _is_correct(match, predicted, i)]
-    to_reclassify, to_delete = correct[:2]
+    to_reclassify, to_move, to_delete = correct[:3]
     old_class = str(layer.features["class"][to_reclassify])
     new_class = "S" if old_class != "S" else "S2"
     assert set_class(layer, new_class, [to_reclassify]) == 1
+    moved = layer.data.copy()
+    moved[to_move] += (0.0, 1.0)  # 1 Å along x: beyond the 0.5 Å match radius (a drag in select mode)
+    layer.data = moved
     layer.selected_data = {to_delete}
     layer.remove_selected()  # what the Delete key does
     assert summary_line(layer) != summary
 
     edited = export_columns(layer, tmp_path / "corrected.csv")
     after = score_cli(truth_csv, edited, tmp_path)
-    assert int(after["tp"]) == int(before["tp"]) - 2
-    assert int(after["fn"]) == int(before["fn"]) + 2  # both true columns are no longer found right
-    assert int(after["fp"]) == int(before["fp"]) + 1  # the reclassified column is a wrong prediction
+    assert int(after["tp"]) == int(before["tp"]) - 3
+    assert int(after["fn"]) == int(before["fn"]) + 3  # the three true columns are no longer found right
+    assert int(after["fp"]) == int(before["fp"]) + 2  # reclassified and moved: wrong predictions
     with open(edited, newline="") as f:
-        lines = [line for line in f if not line.startswith("#")]
-    assert lines[0].startswith("x_A,y_A,class,score")
-    assert len(lines) - 1 == len(predicted) - 1
+        comments = [line for line in f if line.startswith("#")]
+    table = pd.read_csv(edited, comment="#")
+    assert any("corrected by hand" in line for line in comments)
+    assert list(table.columns[:7]) == ["x_A", "y_A", "class", "score", "p_Mo", "p_S2", "p_S"]
+    assert len(table) == len(predicted) - 1
+    assert table["class"][to_reclassify] == new_class
+    np.testing.assert_allclose(table["x_A"][to_move], predicted.xy_A[to_move, 0] + 1.0, atol=1e-3)
 
 
 def _is_correct(match, predicted: Columns, index: int) -> bool:

@@ -89,28 +89,9 @@ def predict_table(images: np.ndarray, sampling_A: float | str, model: str = "msd
     if images.ndim != 3 or len(images) != NUM_IMAGES:
         raise UserError(f"the image layer holds {images.shape}; the plugin works on one focal series "
                         f"({NUM_IMAGES}, H, W) (time series: `hrtemnet predict --frames-per-series 3`)")
-    if not hasattr(hrtemnet, "predict"):
-        return _predict_table_without_api(images, sampling_A, model)
     table = hrtemnet.predict(images, sampling_A=sampling_A, model=model, align=align, border_A=border_A)
     if sampling_source == "file" and table.attrs.get("sampling_source") == "given":
         table.attrs["sampling_source"] = "file"
-    return table
-
-
-def _predict_table_without_api(images: np.ndarray, sampling_A: float | str, model: str) -> pd.DataFrame:
-    """Stand-in while `hrtemnet.predict` is missing: the library path `hrtemnet predict` runs, no alignment."""
-    import pandas as pd
-
-    from hrtemnet.io import FocalSeries
-    from hrtemnet.models import load_model
-    from hrtemnet.prediction import predict_series
-
-    if isinstance(sampling_A, str):
-        raise UserError("no pixel size: give it in Å/px (measuring it needs hrtemnet.predict)")
-    columns = predict_series(load_model(model), FocalSeries(np.asarray(images, np.float32), sampling_A, "", ""))
-    table = pd.DataFrame({"x_A": columns.xy_A[:, 0], "y_A": columns.xy_A[:, 1],
-                          "class": [CLASS_NAMES[i] for i in columns.class_index], "score": columns.score})
-    table.attrs.update(sampling_A=float(sampling_A), model=str(model))
     return table
 
 
@@ -137,24 +118,24 @@ def add_columns(viewer: napari.components.ViewerModel, layer, model: str = "msd"
     image = viewer.layers[layer] if isinstance(layer, str) else layer
     sampling, source = series_sampling_A(image, sampling_A)
     table = predict_table(np.asarray(image.data), sampling, model, align, border_A, source)
-    for message in table.attrs.get("warnings", []):
+    for message in table.attrs["warnings"]:
         warnings.warn(message, UserWarning, stacklevel=2)
-    return show_columns(viewer, image, table, border_A)
+    return show_columns(viewer, image, table)
 
 
-def show_columns(viewer, image, table: pd.DataFrame, border_A: float = 2.0) -> napari.layers.Points:
+def show_columns(viewer, image, table: pd.DataFrame) -> napari.layers.Points:
     """Add the predicted `table` (replacing any `columns` layer) over `image`; return the layer."""
     if COLUMNS_LAYER_NAME in viewer.layers:
         viewer.layers.remove(COLUMNS_LAYER_NAME)
-    layer = columns_layer(table, image, border_A)
+    layer = columns_layer(table, image)
     viewer.layers.append(layer)
     if image.ndim == viewer.dims.ndim == 3:
         viewer.dims.set_current_step(0, 0)  # the columns are positions in the first frame
     return layer
 
 
-def columns_layer(table: pd.DataFrame, image, border_A: float = 2.0) -> napari.layers.Points:
-    """A Points layer of the columns in `table` (Å, pixel size in `table.attrs`) over image layer `image`."""
+def columns_layer(table: pd.DataFrame, image) -> napari.layers.Points:
+    """A Points layer of the columns in `table` (from `hrtemnet.predict`) over image layer `image`."""
     import napari
     import pandas as pd
 
@@ -165,14 +146,13 @@ def columns_layer(table: pd.DataFrame, image, border_A: float = 2.0) -> napari.l
     sampling_A = float(table.attrs["sampling_A"])
     height, width = np.shape(image.data)[-2:]
     image_scale = np.asarray(image.scale[-2:], dtype=float)
-    offset_yx_A = np.asarray(table.attrs.get("offset_A", (0.0, 0.0)), dtype=float)[::-1]  # (x, y) in attrs
+    offset_yx_A = np.asarray(table.attrs["offset_A"], dtype=float)[::-1]  # (x, y) in attrs
     info = {
         "image": image.name,
         "source": image.metadata.get(METADATA_KEY, {}).get("source", image.name),
         "image_shape": (int(height), int(width)),
-        # (x0, y0, x1, y1) Å: the field every frame covers (the API's), else the whole image
-        "field_A": tuple(table.attrs.get("field_A", (0.0, 0.0, (width - 1) * sampling_A, (height - 1) * sampling_A))),
-        "border_A": float(table.attrs.get("border_A", border_A)),
+        "field_A": tuple(table.attrs["field_A"]),  # (x0, y0, x1, y1) Å: the field every frame covers
+        "border_A": float(table.attrs["border_A"]),
         "attrs": dict(table.attrs),
     }
     layer = napari.layers.Points(
@@ -254,7 +234,7 @@ def _interior(layer: napari.layers.Points, columns: Columns) -> np.ndarray:
     info = _info(layer)
     x0, y0, x1, y1 = info["field_A"]
     border = info["border_A"]
-    x, y = (columns.xy_A - np.asarray(info["attrs"].get("offset_A", (0.0, 0.0)))).T
+    x, y = (columns.xy_A - np.asarray(info["attrs"]["offset_A"])).T
     return (x >= x0 + border) & (x <= x1 - border) & (y >= y0 + border) & (y <= y1 - border)
 
 
@@ -277,7 +257,7 @@ def layer_prediction(layer: napari.layers.Points):
 
     info, table = _info(layer), layer_table(layer)
     attrs = info["attrs"]
-    offset_A = np.asarray(attrs.get("offset_A", (0.0, 0.0)), dtype=float)
+    offset_A = np.asarray(attrs["offset_A"], dtype=float)
     columns = layer_columns(layer)
     interior = _interior(layer, columns)
     return SeriesPrediction(
@@ -286,15 +266,15 @@ def layer_prediction(layer: napari.layers.Points):
         column_probability=table["p_column"].to_numpy(float) if "p_column" in table else np.full(len(table), np.nan),
         interior=interior,
         sampling_A=float(attrs["sampling_A"]),
-        sampling_source=attrs.get("sampling_source", "given"),
-        measured_sampling_A=attrs.get("measured_sampling_A"),
-        shifts_A=np.asarray(attrs.get("shifts_A", np.zeros((NUM_IMAGES, 2))), dtype=float),
-        aligned=bool(attrs.get("aligned", False)),
+        sampling_source=attrs["sampling_source"],
+        measured_sampling_A=attrs["measured_sampling_A"],
+        shifts_A=np.asarray(attrs["shifts_A"], dtype=float),
+        aligned=bool(attrs["aligned"]),
         field_A=tuple(info["field_A"]),
         border_A=float(info["border_A"]),
         image_shape=tuple(info["image_shape"]),
-        warnings=list(attrs.get("warnings", [])),
-        drift_A=np.asarray(attrs.get("drift_A", (0.0, 0.0)), dtype=float),
+        warnings=list(attrs["warnings"]),
+        drift_A=np.asarray(attrs["drift_A"], dtype=float),
         offset_A=offset_A,
     )
 
@@ -305,21 +285,15 @@ def export_columns(layer: napari.layers.Points, path) -> Path:
     The `#` lines say where the series and the model came from and that the columns were corrected in
     napari; columns added by hand have score 1 and no probabilities. Returns the path (`.csv` added).
     """
+    from hrtemnet.prediction import metadata_lines, write_prediction_table
+
     path = Path(path)
     if path.suffix.lower() != ".csv":
         path = path.with_suffix(".csv")
     info = _info(layer)
-    try:
-        from hrtemnet.prediction import metadata_lines, write_prediction_table
-    except ImportError:  # before hrtemnet.predict: the CSV `hrtemnet predict` wrote then
-        from hrtemnet.columns import write_columns_csv
-
-        write_columns_csv(path, layer_columns(layer), sampling_A=float(info["attrs"]["sampling_A"]))
-        return path
-    prediction = layer_prediction(layer)
     attrs = info["attrs"]
-    command = (f"napari (hrtemnet plugin): {attrs.get('model', '')} columns of layer {info['image']!r}, "
+    command = (f"napari (hrtemnet plugin): {attrs['model']} columns of layer {info['image']!r}, "
                f"corrected by hand and exported (hand-added columns: score 1, no probabilities)")
-    header = metadata_lines(prediction, str(attrs.get("model", "")), str(attrs.get("model_sha256", "")), command,
-                            str(info["source"]))
+    prediction = layer_prediction(layer)
+    header = metadata_lines(prediction, str(attrs["model"]), str(attrs["model_sha256"]), command, str(info["source"]))
     return write_prediction_table(path, prediction, header, "csv")

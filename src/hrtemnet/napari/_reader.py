@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hrtemnet.io import IMAGE_SUFFIXES
+from hrtemnet.io import IMAGE_SUFFIXES, read_image_stack
 
 # Where the reader leaves what it knows about the series for the widget and `add_columns`.
 METADATA_KEY = "hrtemnet"
@@ -33,13 +33,8 @@ def read_series(path: str | list[str]) -> list[tuple]:
 
     A file without calibration opens too (in pixels); a stack of 3k frames (a time series) opens whole.
     """
-    from hrtemnet import io
-
     spec = str(path[0] if isinstance(path, list) else path)
-    if hasattr(io, "read_image_stack"):
-        series = io.read_image_stack(spec, None, require_sampling=False)
-    else:  # a stand-in pixel size opens uncalibrated files; the file's own is kept in file_sampling_A
-        series = io.read_focal_series(spec, sampling_A=0.15)
+    series = read_image_stack(spec, None, require_sampling=False)
     return [(series.images, layer_kwargs(series.stem, spec, series.file_sampling_A), "image")]
 
 

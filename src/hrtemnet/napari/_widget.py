@@ -103,7 +103,7 @@ class ColumnsWidget(Container):
         images = np.asarray(image.data)
         worker = thread_worker(_columns.predict_table, progress={"total": 0, "desc": "Finding columns"})(
             images, sampling, model, align, border_A, source)
-        worker.returned.connect(lambda table: self._show_prediction(image, table, border_A))
+        worker.returned.connect(lambda table: self._show_prediction(image, table))
         worker.errored.connect(self._report)
         worker.finished.connect(self._prediction_finished)
         self.find.enabled, self.busy.visible = False, True
@@ -111,21 +111,20 @@ class ColumnsWidget(Container):
         self.worker = worker
         worker.start()
 
-    def _show_prediction(self, image, table, border_A) -> None:
-        layer = _columns.show_columns(self.viewer, image, table, border_A)
+    def _show_prediction(self, image, table) -> None:
+        layer = _columns.show_columns(self.viewer, image, table)
         layer.events.data.connect(lambda *_: self.show_summary())
         layer.events.features.connect(lambda *_: self.show_summary())
         self.show_summary()
         from napari.utils.notifications import show_warning
 
         attrs = table.attrs
-        source = attrs.get("sampling_source", "given")
-        lines = [f"{len(layer.data)} columns at {attrs['sampling_A']:.4f} Å/px ({source})"]
-        if attrs.get("aligned"):
+        lines = [f"{len(layer.data)} columns at {attrs['sampling_A']:.4f} Å/px ({attrs['sampling_source']})"]
+        if attrs["aligned"]:
             shifts = attrs["shifts_A"][1:]
             lines.append("frame shifts " + ", ".join(f"({dx:+.2f}, {dy:+.2f})" for dx, dy in shifts) + " Å")
         lines.append("select points to move, delete (Del) or reclassify")
-        for message in attrs.get("warnings", []):
+        for message in attrs["warnings"]:
             lines.append(f"warning: {message}")
             show_warning(f"hrtemnet: {message}")
         self.status.value = "\n".join(lines)
