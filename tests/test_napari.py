@@ -142,6 +142,24 @@ def test_add_columns_finds_the_simulated_columns(napari, simulated):
     assert [layer.name for layer in viewer.layers] == [image.name, "columns"]
 
 
+def test_uncalibrated_file_opens_in_pixels_and_the_pixel_size_is_measured(napari, simulated, tmp_path):
+    from hrtemnet.metrics import score_image
+    from hrtemnet.napari import add_columns, layer_table
+
+    _, images, truth = simulated
+    np.save(tmp_path / "plain.npy", images)  # no calibration
+    viewer, image = open_series(napari, tmp_path / "plain.npy")
+    np.testing.assert_allclose(image.scale, (1.0, 1.0, 1.0))
+    layer = add_columns(viewer, image)  # sampling_A=None: measured from the MoS2 lattice
+    table = layer_table(layer)
+    assert table.attrs["sampling_source"] == "lattice"
+    assert table.attrs["sampling_A"] == pytest.approx(SAMPLING_A, rel=0.01)
+    np.testing.assert_allclose(layer.scale, 1.0 / table.attrs["sampling_A"])  # Å onto the image's pixels
+    height, width = images.shape[-2:]
+    score = score_image(truth, table_columns(table), (width * SAMPLING_A, height * SAMPLING_A))
+    assert score.f1 >= 0.95, score.as_row()
+
+
 def score_cli(truth_csv, pred_csv, tmp_path) -> dict:
     out = tmp_path / f"scores_{pred_csv.stem}.csv"
     result = CliRunner().invoke(app, ["score", str(truth_csv), str(pred_csv), "--out", str(out)])

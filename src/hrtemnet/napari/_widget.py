@@ -112,12 +112,14 @@ class ColumnsWidget(Container):
         worker.start()
 
     def _show_prediction(self, image, table) -> None:
+        from napari.utils.notifications import show_warning
+
         layer = _columns.show_columns(self.viewer, image, table)
         layer.events.data.connect(lambda *_: self.show_summary())
         layer.events.features.connect(lambda *_: self.show_summary())
         self.show_summary()
-        from napari.utils.notifications import show_warning
-
+        if not Path(self.export_path.value).name:
+            self.export_path.value = Path(f"{image.name}_columns.csv")  # in the working folder, until changed
         attrs = table.attrs
         lines = [f"{len(layer.data)} columns at {attrs['sampling_A']:.4f} Å/px ({attrs['sampling_source']})"]
         if attrs["aligned"]:
