@@ -132,7 +132,10 @@ def measure_sampling(images: np.ndarray, nominal_sampling_A: float | None = None
                 continue
             orientation = (peak_angle[index] - orientations[0]) % 60.0
             explained, orders = _explained(peak_radius / f100, peak_angle, orientation)
-            if explained.sum() >= MIN_EXPLAINED_PEAKS:
+            # a lattice shows its first families ({100} or {110}): without them it is a finer lattice
+            # (half the period, ...) that explains the real reflections as its higher orders
+            fundamental = explained & (orders < 2.0)
+            if explained.sum() >= MIN_EXPLAINED_PEAKS and fundamental.sum() >= 2:
                 hypotheses.append((float(weight[explained].sum()), sampling_A, explained, orders, orientation))
     if not hypotheses:
         return None
