@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from hrtemnet.cli import app
 from hrtemnet.columns import Columns, write_columns_csv
-from hrtemnet.metrics import ImageScore, match_columns, score_image, total_score
+from hrtemnet.metrics import ImageScore, match_columns, mean_f1, score_image, total_score
 
 SIZE = (20.0, 20.0)
 MO, S2, S = 0, 1, 2
@@ -130,6 +130,50 @@ def test_match_columns_empty():
     assert len(ti) == len(pi) == len(d) == 0
 
 
+def test_match_radius_is_inclusive_and_is_passed_on():
+    """A prediction exactly 0.5 Å away is matched ("within 0.5 Å"); `match_radius_A` reaches the matching."""
+    assert score_image(cols((10, 10, MO)), cols((10.5, 10, MO)), SIZE).tp == 1
+    far = (cols((10, 10, MO)), cols((10.8, 10, MO)), SIZE)
+    assert score_image(*far).tp == 0 and score_image(*far, match_radius_A=1.0).tp == 1
+
+
+@pytest.mark.parametrize("radius", [0.5, 2.0])
+def test_matching_keeps_the_most_pairs_along_a_long_chain(radius):
+    """t0 p0 t1 p1 ... on a line, t_i-p_i 0.98 r apart (all allowed), p_i-t_i+1 0.02 r apart.
+
+    All n long pairs is the only maximum matching; the n - 1 short pairs cost far less in total. An assignment
+    cost for forbidden pairs below ~n r would trade the long pairs for the short ones and drop one pair.
+    """
+    n = 6
+    truth_x = np.arange(n) * radius
+    pred_x = truth_x + 0.98 * radius
+    truth, pred = np.c_[truth_x, np.zeros(n)], np.c_[pred_x, np.zeros(n)]
+    ti, pi, d = match_columns(truth, pred, radius)
+    assert sorted(zip(ti.tolist(), pi.tolist(), strict=True)) == [(i, i) for i in range(n)]
+    np.testing.assert_allclose(d, 0.98 * radius)
+
+
+def test_pooled_scores_and_rms_error_over_images():
+    a = score_image(cols((10, 10, MO), (5, 5, S2)), cols((10.3, 10, MO), (5, 5.4, S2)), SIZE)
+    b = score_image(cols((10, 10, S)), cols((10, 10.1, S), (15, 15, MO)), SIZE)
+    total = total_score([a, b])
+    assert (total.tp, total.fp, total.fn, total.n_true, total.n_pred) == (3, 1, 0, 3, 4)
+    assert total.rms_error_A == pytest.approx(np.sqrt((0.3**2 + 0.4**2 + 0.1**2) / 3))
+    assert (a + b).squared_error_sum_A2 == pytest.approx(0.3**2 + 0.4**2 + 0.1**2)
+    assert mean_f1([a, b]) == pytest.approx((a.f1 + b.f1) / 2) and b.f1 == pytest.approx(2 / 3)
+    assert np.isnan(mean_f1([])) and np.isnan(score_image(cols(), cols(), SIZE).rms_error_A)
+
+
+def test_score_row_fields():
+    score = score_image(cols((10, 10, MO), (5, 5, S2)), cols((10.3, 10, MO), (5, 5, S)), SIZE)
+    assert score.as_row() == pytest.approx({
+        "f1": 0.5, "position_f1": 1.0, "f1_Mo": 1.0, "f1_S2": 0.0, "f1_S": 0.0,
+        "tp": 1, "fp": 1, "fn": 1, "n_true": 2, "n_pred": 2, "rms_error_A": np.sqrt(0.3**2 / 2),
+    })
+    assert list(score.as_row()) == ["f1", "position_f1", "f1_Mo", "f1_S2", "f1_S", "tp", "fp", "fn", "n_true",
+                                    "n_pred", "rms_error_A"]
+
+
 # ---- an independent implementation of DESIGN.md's F1, and `hrtemnet score` against it ----------
 
 
@@ -241,13 +285,35 @@ def test_score_command_agrees_with_brute_force(tmp_path):
     )
 
 
+def read_score_rows(path):
+    with open(path) as f:
+        return {row["image"]: row for row in csv.DictReader(f)}
+
+
 def test_score_command_default_extent_is_truth_bounding_box(tmp_path):
-    truth = [(10 + 1.5 * i, 30 + 1.5 * j, MO) for i in range(5) for j in range(5)]  # box 10..16, 30..36
+    """Without --width-A/--height-A the true columns' bounding box stands in for the image (origin included)."""
+    truth = [(10 + 1.5 * i, 30 + 1.5 * j, MO) for i in range(9) for j in range(9)]  # box x 10..22, y 30..42
+    # the predictions miss the top row (in the border band) and one interior column (16, 36): their own box
+    # would end at y = 40.5 and leave out another row
+    pred = [p for p in truth if p[1] < 42 and p[:2] != (16, 36)]
     write_csv(tmp_path / "t.csv", truth)
-    write_csv(tmp_path / "p.csv", truth[:-1])  # misses (16, 36), which lies in the border band
-    result = CliRunner().invoke(app, ["score", str(tmp_path / "t.csv"), str(tmp_path / "p.csv")])
+    write_csv(tmp_path / "p.csv", pred)
+    write_csv(tmp_path / "empty.csv", [])
+    out = tmp_path / "nested" / "folder" / "scores.csv"  # --out creates missing folders
+    result = CliRunner().invoke(app, ["score", str(tmp_path / "t.csv"), str(tmp_path / "p.csv"), "--out", str(out)])
     assert result.exit_code == 0, result.output
-    assert "mean F1 1.0000" in result.output
+    row = read_score_rows(out)["p.csv"]
+    # inside the 2 Å band of the box: x and y in 5 of the 9 grid lines each
+    assert (int(row["n_true"]), int(row["tp"]), int(row["fn"]), int(row["fp"])) == (25, 24, 1, 0)
+    assert "mean F1 0.9796" in result.output  # 48 / 49
+    result = CliRunner().invoke(app, ["score", str(tmp_path / "t.csv"), str(tmp_path / "p.csv"), "--out", str(out),
+                                      "--border-A", "0"])
+    assert int(read_score_rows(out)["p.csv"]["n_true"]) == 81
+    # no true columns: the predictions' box stands in, and every prediction is a false column
+    result = CliRunner().invoke(app, ["score", str(tmp_path / "empty.csv"), str(tmp_path / "p.csv"), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    row = read_score_rows(out)["p.csv"]
+    assert (int(row["n_true"]), int(row["fp"]), float(row["f1"])) == (0, 19, 0.0)  # 4 rows x 5, less (16, 36)
 
 
 def test_score_command_bad_inputs_exit_2(tmp_path):
@@ -257,11 +323,13 @@ def test_score_command_bad_inputs_exit_2(tmp_path):
     write_csv(tmp_path / "p" / "a.csv", [(10, 10, MO)])
     (tmp_path / "p" / "b.csv").write_text("x_A,y_A,class\n1,2,Zr\n")  # unknown class
     write_csv(tmp_path / "p" / "c.csv", [(10, 10, MO)])  # no truth for it
+    write_csv(tmp_path / "t" / "d.csv", [(10, 10, MO)])  # no prediction for it
 
     result = runner.invoke(app, ["score", str(tmp_path / "t"), str(tmp_path / "p"), "--border-A", "0"])
     assert result.exit_code == 2
     assert "mean F1 1.0000 over 1 image" in result.output  # a.csv is still scored
-    assert "b.csv" in result.output and "c.csv" in result.output
+    output = " ".join(result.output.split())  # rich wraps long lines
+    assert "b.csv" in output and "c.csv: no truth in" in output and "d.csv: no prediction in" in output
 
     for args in (
         [str(tmp_path / "missing.csv"), str(tmp_path / "p" / "a.csv")],
@@ -272,3 +340,15 @@ def test_score_command_bad_inputs_exit_2(tmp_path):
         result = runner.invoke(app, ["score", *args])
         assert result.exit_code == 2, args
         assert "error:" in result.output and "Traceback" not in result.output
+    def one_line_output(*args):
+        return " ".join(runner.invoke(app, ["score", *map(str, args)]).output.split())
+
+    output = one_line_output(tmp_path / "nope.csv", tmp_path / "p" / "a.csv")
+    assert "truth path" in output and "does not exist" in output
+    output = one_line_output(tmp_path / "t" / "a.csv", tmp_path / "p")
+    assert "two CSV files or two folders" in output
+    # a file the reader refuses, naming it, is named once, not again by the scorer
+    bad = tmp_path / "binary.csv"
+    bad.write_bytes(b"\x00\xff\xfe binary")
+    output = "".join(runner.invoke(app, ["score", str(tmp_path / "t" / "a.csv"), str(bad)]).output.split())
+    assert output.count("".join(str(bad).split())) == 1, output
