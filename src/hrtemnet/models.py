@@ -12,6 +12,14 @@ at the layer's dilation. Layers are processed in groups: the block of maps that 
 multiplied once for all layers of the group, the few maps made inside the group are added per layer. The
 backward pass is a custom autograd function that needs only the stored maps (the ReLU mask is `map > 0`)
 and one gradient buffer. `MSDNet.forward_naive` is the textbook form on the same parameters.
+
+Inference on large images (`MSDNet.forward_strips`, used by `forward` whenever no gradient is needed): the
+whole-image form streams ~100 maps x H x W (0.4 GB at 1024²) and the 9 tap planes of every layer through
+memory, ~4x slower per pixel at 1024² than at 256². The strip form keeps the same buffer, padded once by
+reflection (so every layer reads its reflect-padded taps directly), and walks each group of layers down the
+image in strips of rows: one matrix multiply per strip for the group's earlier maps, each layer of the group
+following `sum of dilations so far` rows behind, so the taps it reads were written moments before and are
+still in cache. Each tap row is computed once (no halo recomputation); outputs equal the whole-image form.
 """
 
 from __future__ import annotations
@@ -153,6 +161,119 @@ class _MSDLayers(torch.autograd.Function):
         return (grad_x, grad_biases, None, None, *grad_weights)
 
 
+# Images with at most this many pixels run the whole-image form (its buffer fits in cache; measured as fast).
+MSD_STRIPS_MIN_PIXELS = 2 * 256 * 256
+MSD_STRIP_ROWS = 16  # rows per strip: fewer rows cost more Python calls, more rows fall out of cache
+
+
+@torch.no_grad()
+def _msd_forward_strips(net: MSDNet, x: torch.Tensor, strip_rows: int = MSD_STRIP_ROWS) -> torch.Tensor:
+    """`net(x)` without autograd, computed in strips of rows that stay in cache (module docstring).
+
+    Padded coordinates: the buffer holds every map reflect-padded by `pad` (the largest dilation) on all
+    sides; reflection commutes with the per-pixel tap products, so the taps of the padded maps are the
+    reflect-padded taps that `_shifted_sum` builds. A map's pad rows and columns are filled as soon as the
+    rows they mirror exist. Layer m of a group is `lag[m]` (the sum of the group's dilations up to m) rows
+    behind the group's tap frontier, so the rows it reads (taps of the earlier maps, the maps of earlier layers
+    in the group) are complete. Each layer slot keeps its taps in a small sliding window of rows (`windows`).
+    """
+    c_in, height, width_px = x.shape[1], x.shape[2], x.shape[3]
+    w, depth, group = net.width, net.depth, net.group_size
+    dilations = [[msd_dilation(i * w + j) for j in range(w)] for i in range(depth)]
+    layer_d = [max(d) for d in dilations]
+    pad = max(layer_d)
+    hp, wp = height + 2 * pad, width_px + 2 * pad
+    h = strip_rows
+    weights, biases = [t.detach() for t in net.weights], net.biases.detach()
+    final_w, final_b = net.final.weight.view(net.out_channels, -1), net.final.bias.view(-1, 1, 1)
+    out = x.new_empty((x.shape[0], net.out_channels, height, width_px))
+    maps = x.new_empty((c_in + depth * w, hp, wp))
+    flat = maps.view(maps.shape[0], -1)
+    slots = min(group, depth)
+    block_buffer = x.new_empty((slots * w * 9, h * wp))  # the group's taps of one strip
+    lags, window_rows = [0] * depth, [0] * slots
+    for first in range(0, depth, group):
+        lag = 0
+        for m, i in enumerate(range(first, min(first + group, depth))):
+            lag += layer_d[i]
+            lags[i] = lag
+            # rows a layer holds: its window (h + 2d) behind the frontier by `lag`, plus 2 strips of slack
+            window_rows[m] = max(window_rows[m], min(hp, lag + 2 * layer_d[i] + 3 * h))
+    windows = [x.new_empty((w * 9, rows, wp)) for rows in window_rows]
+
+    def finish_rows(plane: torch.Tensor, start: int, end: int) -> None:
+        """Reflect padding of image rows start..end of one map (columns, then the rows they mirror)."""
+        rows = plane[pad + start: pad + end]
+        rows[:, :pad] = rows[:, pad + 1: 2 * pad + 1].flip(-1)
+        rows[:, pad + width_px:] = rows[:, width_px - 1: pad + width_px - 1].flip(-1)
+        if start <= pad:
+            n = min(pad, end - 1)
+            plane[pad - n: pad] = plane[pad + 1: pad + n + 1].flip(0)
+        if end == height:
+            plane[pad + height:] = plane[height - 1: pad + height - 1].flip(0)
+
+    for b in range(x.shape[0]):
+        maps[:c_in] = F.pad(x[b], (pad,) * 4, mode="reflect")
+        for first in range(0, depth, group):
+            last = min(first + group, depth)
+            before = c_in + first * w  # maps that exist before this group
+            stack = torch.cat([_taps_rows(weights[i][:, :before]) for i in range(first, last)])
+            done = [0] * (last - first)  # image rows finished, per layer of the group
+            # padded row held in row 0 of each layer's window; rows above its first window are never read
+            window_start = [pad - layer_d[i] for i in range(first, last)]
+            tap_end = 0  # padded rows of the group's taps computed
+            while done[-1] < height:
+                tap_start, tap_end = tap_end, min(hp, tap_end + h)
+                if tap_end > tap_start:
+                    block = block_buffer[: len(stack), : (tap_end - tap_start) * wp]
+                    torch.mm(stack, flat[:before, tap_start * wp: tap_end * wp], out=block)
+                    block = block.view(len(stack), tap_end - tap_start, wp)
+                for m, i in enumerate(range(first, last)):
+                    window, d, start = windows[m], layer_d[i], done[m]
+                    if tap_end > max(tap_start, window_start[m]) and start < height:
+                        if tap_end - window_start[m] > window.shape[1]:  # slide: keep what is still to be read
+                            keep = pad + start - d
+                            window[:, : tap_start - keep] = window[:, keep - window_start[m]: tap_start
+                                                                   - window_start[m]].clone()
+                            window_start[m] = keep
+                        low = max(tap_start, window_start[m])
+                        window[:, low - window_start[m]: tap_end - window_start[m]] = \
+                            block[m * w * 9: (m + 1) * w * 9, low - tap_start:]
+                    if tap_end == hp and (m == 0 or done[m - 1] == height):
+                        end = height
+                    else:
+                        end = max(start, min(height, tap_end - pad - lags[i]))
+                    if end <= start:
+                        continue
+                    k = c_in + i * w
+                    r0, r1 = pad + start - d - window_start[m], pad + end + d - window_start[m]
+                    if k > before:  # the maps made earlier in this group, added to rows not done before
+                        a0 = r0 if start == 0 else pad + start + d - window_start[m]
+                        cols = slice((a0 + window_start[m]) * wp, (r1 + window_start[m]) * wp)
+                        window.view(w * 9, -1)[:, a0 * wp: r1 * wp].addmm_(_taps_rows(weights[i][:, before:k]),
+                                                                           flat[before:k, cols])
+                    taps = window[:, r0:r1].view(w, 9, r1 - r0, wp)
+                    for j in range(w):
+                        dj = dilations[i][j]
+                        dest = maps[k + j, pad + start: pad + end, pad: pad + width_px]
+                        for tap in range(9):
+                            row, col = divmod(tap, 3)
+                            r, c = d + (row - 1) * dj, pad + (col - 1) * dj
+                            source = taps[j, tap, r: r + end - start, c: c + width_px]
+                            if tap == 0:
+                                torch.add(source, biases[i, j], out=dest)
+                            else:
+                                dest.add_(source)
+                        dest.relu_()
+                        finish_rows(maps[k + j], start, end)
+                    done[m] = end
+                    if i == depth - 1:  # final 1x1 layer on the finished rows, while they are in cache
+                        rows = flat[:, (pad + start) * wp: (pad + end) * wp]
+                        logits = torch.mm(final_w, rows).view(-1, end - start, wp)
+                        torch.add(logits[:, :, pad: pad + width_px], final_b, out=out[b, :, start:end])
+    return out
+
+
 class MSDNet(nn.Module):
     """Mixed-Scale Dense network: `depth` layers of `width` maps, each a dilated 3x3 conv over all earlier maps.
 
@@ -183,8 +304,19 @@ class MSDNet(nn.Module):
         return (out + self.final.bias.view(-1, 1, 1, 1)).transpose(0, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        needs_grad = torch.is_grad_enabled() and (x.requires_grad or self.biases.requires_grad)
+        if not needs_grad and x.shape[-2] * x.shape[-1] > MSD_STRIPS_MIN_PIXELS:
+            return self.forward_strips(x)
         maps = _MSDLayers.apply(x, self.biases, self.group_size, self.width, *self.weights)
         return self._final(maps)
+
+    def forward_strips(self, x: torch.Tensor, strip_rows: int = MSD_STRIP_ROWS) -> torch.Tensor:
+        """The same outputs without autograd, computed in cache-sized strips of rows (inference on large images)."""
+        largest_dilation = max(msd_dilation(unit) for unit in range(self.depth * self.width))
+        if min(x.shape[-2:]) <= largest_dilation:  # too small to pad once by reflection: the whole-image form
+            with torch.no_grad():
+                return self._final(_MSDLayers.apply(x, self.biases, self.group_size, self.width, *self.weights))
+        return _msd_forward_strips(self, x, strip_rows)
 
     def forward_naive(self, x: torch.Tensor) -> torch.Tensor:
         """The textbook form (torch.cat + conv2d per map) on the same parameters: reference and benchmark."""
