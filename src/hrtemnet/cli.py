@@ -396,6 +396,8 @@ def predict_command(
     lines starting `warning:` say what looks wrong. Each input is independent: a bad one is reported in one line
     and skipped; the exit code is 2 if any failed.
     """
+    from rich.markup import escape
+
     from hrtemnet.prediction import predict_files
 
     sampling_value: float | str | None = sampling
@@ -424,12 +426,13 @@ def predict_command(
             line = (f"{where}: {prediction.summary().line()}; pixel size {prediction.sampling_line()}; "
                     f"shifts {prediction.shifts_line()} -> {outputs}")
             for warning in prediction.warnings:
-                err_console.print(f"[yellow]warning:[/] {where}: {warning}", highlight=False, soft_wrap=True)
-        console.print(line, highlight=False, soft_wrap=True)
+                err_console.print(f"[yellow]warning:[/] {escape(where)}: {escape(warning)}", highlight=False,
+                                  soft_wrap=True)
+        console.print(line, highlight=False, soft_wrap=True, markup=False)
         if result.summary_path is not None:
             plot_note = f", {result.summary_plot}" if result.summary_plot is not None else ""
             console.print(f"{result.source}: time series of {result.series_count} -> {result.summary_path}{plot_note}",
-                          highlight=False, soft_wrap=True)
+                          highlight=False, soft_wrap=True, markup=False)
     if failed:
         written_note = f"; the others were written to {out_dir}" if written else ""
         raise UserError(f"{len(failed)} of {len(inputs)} input(s) failed (see above){written_note}")

@@ -197,3 +197,25 @@ def plot_f1_vs_dose(sweep: Mapping[str, Mapping[float, Sequence[ImageScore]]], p
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, frameon=False)
     return _save(fig, path, dpi=130)
+
+
+def plot_time_series(table, path: Path, title: str = "") -> Path:
+    """S-vacancy fraction and column counts per class of each focal series of a time series (a
+    `hrtemnet.prediction.write_time_series_summary` table), against cumulative dose when it has one."""
+    if "cumulative_dose_e_per_A2" in table:
+        x, xlabel = table["cumulative_dose_e_per_A2"], "cumulative dose (e$^-$/Å$^2$)"
+    else:
+        x, xlabel = table["series"], "focal series"
+    fig = Figure(figsize=(6.5, 5), layout="constrained")
+    top, bottom = fig.subplots(2, 1, sharex=True)
+    top.plot(x, table["s_vacancy_fraction"], "-o", color=OKABE_ITO[0])
+    top.set_ylabel("S-vacancy fraction S/(S+S2)")
+    top.grid(alpha=0.3)
+    for name in CLASS_NAMES:
+        bottom.plot(x, table[f"n_{name}"], f"-{CLASS_MARKERS[name]}", color=CLASS_COLOURS[name], label=name)
+    bottom.set_ylabel("columns (interior)")
+    bottom.set_xlabel(xlabel)
+    bottom.grid(alpha=0.3)
+    bottom.legend(fontsize=8, frameon=False)
+    fig.suptitle(title)
+    return _save(fig, path, dpi=130)

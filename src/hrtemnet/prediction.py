@@ -612,7 +612,10 @@ def _finish_time_series(result: FileResult, stack, rows, out_dir, plot, dose_per
     result.summary_path = write_time_series_summary(Path(out_dir) / f"{stack.stem}_summary.csv", rows,
                                                     dose_per_series)
     if plot:
+        import pandas as pd
+
         from hrtemnet.plotting import plot_time_series
 
-        result.summary_plot = plot_time_series(result.summary_path, result.summary_path.with_suffix(".png"),
+        png = result.summary_path.with_suffix(".png")
+        result.summary_plot = plot_time_series(pd.read_csv(result.summary_path), png,
                                                f"{stack.source}: columns per focal series")
