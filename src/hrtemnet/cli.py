@@ -1,7 +1,8 @@
 """The `hrtemnet` command line: a thin layer over the library functions.
 
 Every command is registered with `@command()`, which turns a `UserError` (bad input the user
-can fix) into one line on stderr and exit code 2.
+can fix) into one line on stderr and exit code 2, and any other exception into one line and exit
+code 1 (`hrtemnet --debug COMMAND ...` shows the traceback instead).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import functools
 import sys
 from pathlib import Path
 
+import click
 import typer
 from rich.console import Console
 
@@ -35,25 +37,56 @@ def _print_version(value: bool) -> None:
         raise typer.Exit()
 
 
+_options = {"debug": False}
+
+
 @app.callback()
 def _main(
     version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
                                  help="Print the version and exit."),
+    debug: bool = typer.Option(False, "--debug", help="Show the full traceback of an unexpected error."),
 ) -> None:
-    pass
+    _options["debug"] = debug
+
+
+def print_error(message: str) -> None:
+    """One `error: ...` line on stderr (the message is printed as is: brackets in it are not markup)."""
+    from rich.markup import escape
+
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+
+
+def unexpected_error_line(error: BaseException, name: str = "COMMAND") -> str:
+    """The one line shown for an exception that is not a `UserError` (a bug, or input nobody foresaw) in the
+    command `name`."""
+    if isinstance(error, MemoryError):
+        return "not enough memory for this input; give smaller images or a smaller --n/--batch"
+    text = " ".join(str(error).split())
+    return (f"unexpected {type(error).__name__}{': ' + text[:300] if text else ''}; run again as "
+            f"`hrtemnet --debug {name} ...` to see the traceback, and please report it")
 
 
 def command(*args, **kwargs):
-    """Register a CLI command whose UserErrors become `error: ...` and exit code 2."""
+    """Register a CLI command: a `UserError` becomes one `error: ...` line and exit code 2, any other
+    exception one line and exit code 1 (`hrtemnet --debug COMMAND` shows its traceback instead)."""
 
     def decorate(func):
+        name = args[0] if args else func.__name__
+
         @functools.wraps(func)
         def wrapper(*a, **kw):
             try:
                 return func(*a, **kw)
             except UserError as error:
-                err_console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+                print_error(str(error))
                 raise typer.Exit(2) from None
+            except (click.exceptions.Exit, click.exceptions.ClickException, click.exceptions.Abort):
+                raise
+            except Exception as error:
+                if _options["debug"]:
+                    raise
+                print_error(unexpected_error_line(error, name))
+                raise typer.Exit(1) from None
 
         return app.command(*args, **kwargs)(wrapper)
 
@@ -141,6 +174,7 @@ def simulate_series_command(
         simulate_focal_series,
     )
     from hrtemnet.structures import read_structure
+    from hrtemnet.validation import writable_file
     from hrtemnet.vibrations import vibration_table_for
 
     if no_noise and dose is not None:
@@ -154,6 +188,9 @@ def simulate_series_command(
                           astigmatism_A=astigmatism_A, astigmatism_angle_rad=astigmatism_angle_rad,
                           focal_spread_A=focal_spread_A, energy_eV=energy_eV)
     config = SimulationConfig(sampling_A=sampling, num_phonons=phonons)
+    optics.validate()  # all checked before the simulation runs
+    config.validate()
+    writable_file(out, "--out")
     table = vibration_table_for(phonons, vibrations)
     images = simulate_focal_series(atoms, optics, config, seed=seed, vibration_table=table)
     if dose is not None:
@@ -181,14 +218,15 @@ def simulate_command(
 
     dataset_config = load_config(config)
     if phonons is not None:
-        if phonons < 0:
-            raise UserError("--phonons must be 0 or more")
-        dataset_config.simulation.num_phonons = phonons
+        dataset_config.simulation.num_phonons = phonons  # checked with the whole config by simulate_dataset
     if vibrations is not None:
         dataset_config.vibrations_file = str(existing_path(vibrations, "vibration table"))
     if workers is not None and workers < 0:
         raise UserError("--workers must be 0 or more")
     summary = simulate_dataset(out, n, seed, dataset_config, workers=workers, scheduler=scheduler)
+    if summary.get("damaged"):
+        console.print(f"{out}: {len(summary['damaged'])} damaged sample(s) simulated again: "
+                      f"{', '.join(map(str, summary['damaged']))}", highlight=False)
     if summary["simulated"] == 0:
         console.print(f"{out}: all {n} series already present; nothing to do")
     else:
@@ -220,10 +258,12 @@ def score_command(
     from rich.table import Table
 
     from hrtemnet import metrics
+    from hrtemnet.validation import writable_file
 
-    if match_radius_A <= 0 or border_A < 0 or any(v is not None and v <= 0 for v in (width_A, height_A)):
-        raise UserError("--match-radius-A, --width-A and --height-A must be positive and --border-A >= 0")
+    metrics.check_score_settings(width_A, height_A, match_radius_A, border_A)
     folders = metrics.check_score_inputs(truth, pred)
+    if out is not None:
+        writable_file(out, "--out")
     pairs, problems = metrics.pair_csv_files(truth, pred) if folders else ([(pred.name, truth, pred)], [])
     names, scores = [], []
     for name, truth_file, pred_file in pairs:
@@ -408,9 +448,12 @@ def predict_command(
             raise UserError(f"--sampling must be a pixel size in Å/px or 'auto' (got {sampling!r})") from None
     failed = []
 
-    def report_error(spec: str, error: UserError) -> None:
+    def report_error(spec: str, error: Exception) -> None:
+        if not isinstance(error, UserError) and _options["debug"]:
+            raise error
         failed.append(spec)
-        err_console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+        line = str(error) if isinstance(error, UserError) else f"{spec}: {unexpected_error_line(error, 'predict')}"
+        print_error(line)
 
     written = 0
     for result in predict_files(inputs, model, sampling_value, out_dir, align=not no_align, border_A=border_A,

@@ -76,34 +76,48 @@ def write_columns_csv(path: str | Path, columns: Columns, sampling_A: float | No
 
 
 def read_columns_csv(path: str | Path) -> Columns:
-    """Read a column CSV with at least `x_A,y_A,class` (score optional, defaults to 1)."""
+    """Read a column CSV with at least `x_A,y_A,class` (score optional, defaults to 1).
+
+    Leading `#` comment lines (DESIGN.md) and a UTF-8 byte-order mark (spreadsheet exports) are allowed."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: no such file")
     try:
-        with open(path, newline="") as f:
-            reader = csv.DictReader(f)
-            fields = reader.fieldnames or []
-            missing = {"x_A", "y_A", "class"} - set(fields)
-            if missing:
-                raise UserError(
-                    f"{path}: missing CSV column(s) {', '.join(sorted(missing))}; "
-                    "expected a header x_A,y_A,class[,score]"
-                )
-            xy, cls, score = [], [], []
-            for line_no, row in enumerate(reader, start=2):
-                try:
-                    x, y = float(row["x_A"]), float(row["y_A"])
-                    s = float(row["score"]) if row.get("score") not in (None, "") else 1.0
-                except (TypeError, ValueError):
-                    raise UserError(f"{path}:{line_no}: x_A, y_A and score must be numbers") from None
-                if not (np.isfinite(x) and np.isfinite(y)):
-                    raise UserError(f"{path}:{line_no}: position is not finite")
-                xy.append((x, y))
-                cls.append(class_index_of(row["class"]))
-                score.append(s)
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            numbered = [(n, line) for n, line in enumerate(f, start=1) if not line.lstrip().startswith("#")]
     except UnicodeDecodeError:
         raise UserError(f"{path}: not a text CSV file") from None
+    except OSError as error:
+        raise UserError(f"{path}: cannot be read ({error.strerror or error})") from None
+    if any("\x00" in line for _, line in numbered):
+        raise UserError(f"{path}: not a text CSV file")
+    reader = csv.DictReader(line for _, line in numbered)
+    fields = [name.strip() for name in reader.fieldnames or []]
+    reader.fieldnames = fields
+    missing = {"x_A", "y_A", "class"} - set(fields)
+    if missing:
+        raise UserError(
+            f"{path}: missing CSV column(s) {', '.join(sorted(missing))}; "
+            "expected a header x_A,y_A,class[,score]"
+        )
+    xy, cls, score = [], [], []
+    for row in reader:
+        line_no = numbered[reader.line_num - 1][0] if reader.line_num <= len(numbered) else reader.line_num
+        if None in (row["x_A"], row["y_A"], row["class"]):
+            raise UserError(f"{path}:{line_no}: the row has fewer fields than the header (x_A,y_A,class)")
+        try:
+            x, y = float(row["x_A"]), float(row["y_A"])
+            s = float(row["score"]) if row.get("score") not in (None, "") else 1.0
+        except (TypeError, ValueError):
+            raise UserError(f"{path}:{line_no}: x_A, y_A and score must be numbers") from None
+        if not (np.isfinite(x) and np.isfinite(y)):
+            raise UserError(f"{path}:{line_no}: position is not finite")
+        try:
+            cls.append(class_index_of(row["class"]))
+        except UserError as error:
+            raise UserError(f"{path}:{line_no}: {error}") from None
+        xy.append((x, y))
+        score.append(s)
     if not xy:
         return Columns.empty()
     return Columns(np.array(xy), np.array(cls), np.array(score))

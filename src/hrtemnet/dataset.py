@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -26,12 +27,17 @@ from hrtemnet.errors import UserError
 from hrtemnet.progress import progress_bar
 from hrtemnet.simulation import OpticsRanges, SimulationConfig, simulate_focal_series
 from hrtemnet.structures import StructureConfig, random_structure
+from hrtemnet.validation import validate_config
 
 STORE_FORMAT = "hrtemnet-series-v1"
 STRUCTURE_PARAM_NAMES = ("structure_kind", "rotation_rad", "flake_radius_A", "single_s_vacancy_rate",
                          "mo_vacancy_rate", "substrate_graphene", "graphene_rotation_rad", "num_atoms")
 OPTICS_PARAM_NAMES = ("cs_A", "astigmatism_A", "astigmatism_angle_rad", "focal_spread_A", "energy_eV")
 COLUMN_AREA_A2 = 4.3  # area per column in MoS2 (2 columns per 8.65 Å² cell), to size the column table
+# Largest simulation grid side (image side times oversampling): one 8192² complex128 wave is 1 GB, and abTEM
+# holds several (potential slices, propagator, the three defocus images).
+MAX_GRID_PX = 8192
+ARRAY_NAMES = ("images", "columns", "params")
 
 
 @dataclass
@@ -55,6 +61,8 @@ class DatasetConfig:
         kwargs = {}
         for name, value in data.items():
             if name in sections:
+                if not isinstance(value, dict):
+                    raise UserError(f"config section {name!r} must be an object of fields, not {value!r}")
                 section_fields = {f.name for f in fields(sections[name])}
                 bad = set(value) - section_fields
                 if bad:
@@ -64,11 +72,23 @@ class DatasetConfig:
                 kwargs[name] = sections[name](**converted)
             else:
                 kwargs[name] = value
-        config = cls(**kwargs)
-        config.simulation.validate()
-        if config.image_dtype not in ("float32", "float16"):
+        return cls(**kwargs).validate()
+
+    def validate(self) -> DatasetConfig:
+        """Check every field (`hrtemnet.validation` conventions) and the image size, before anything is
+        written; returns the config."""
+        validate_config(self)
+        self.simulation.validate()
+        if self.image_dtype not in ("float32", "float16"):
             raise UserError("image_dtype must be float32 or float16")
-        return config
+        height, width = self.image_shape()
+        grid = max(height, width) * self.simulation.oversampling
+        if min(height, width) < 1 or grid > MAX_GRID_PX:
+            raise UserError(f"field_of_view_A {self.structure.field_of_view_A} at sampling_A "
+                            f"{self.simulation.sampling_A} and oversampling {self.simulation.oversampling} "
+                            f"needs a {grid} px simulation grid; at most {MAX_GRID_PX} px fit in memory: "
+                            "give a smaller field or a larger sampling")
+        return self
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -134,7 +154,13 @@ def simulate_sample(config: DatasetConfig, seed: int, index: int, vibration_tabl
 
 
 def create_store(path: str | Path, config: DatasetConfig, n: int, seed: int):
-    """Create an empty store (or open a matching one to resume). Returns the zarr group."""
+    """Create an empty store (or open a matching one to resume). Returns the zarr group.
+
+    Creation is atomic: the store is built in a hidden folder next to `path` and renamed to `path`, so no
+    process ever sees a half-created store, and of two processes creating one store at once one wins and
+    the other opens the winner's (and checks it matches)."""
+    import shutil
+
     import zarr
 
     path = Path(path)
@@ -142,25 +168,52 @@ def create_store(path: str | Path, config: DatasetConfig, n: int, seed: int):
     attrs = {"format": STORE_FORMAT, "n": n, "seed": seed, "sampling_A": config.simulation.sampling_A,
              "image_shape": [height, width], "config": json.loads(json.dumps(config.to_dict())),
              "param_names": list(config.param_names), "vibration_table": _vibration_table_record(config)}
-    if path.exists():
-        group = open_group(path, mode="r+")
-        old = dict(group.attrs)
-        for key in ("n", "seed", "config", "vibration_table"):
-            if old.get(key) != attrs[key]:
-                raise UserError(f"{path} already holds a dataset with a different {key} "
-                                f"({old.get(key) if key != 'config' else 'config'}); "
-                                "choose another output path or the same settings to resume")
-        return group
-    group = zarr.open_group(str(path), mode="w")
-    group.attrs.update(attrs)
-    depth = config.optics.num_defocus
-    group.create_array("images", shape=(n, depth, height, width), chunks=(1, depth, height, width),
-                       dtype=config.image_dtype, fill_value=0)
-    group.create_array("columns", shape=(n, config.max_columns(), 3), chunks=(1, config.max_columns(), 3),
-                       dtype="float32", fill_value=np.nan)
-    group.create_array("params", shape=(n, len(config.param_names)), chunks=(1, len(config.param_names)),
-                       dtype="float64", fill_value=np.nan)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{path} is a file, not a dataset store; give a new path for the dataset")
+    if not path.exists() or not any(path.iterdir()):  # an empty folder is replaced by the new store
+        path.parent.mkdir(parents=True, exist_ok=True)
+        building = path.parent / f".{path.name}.creating-{os.getpid()}"
+        shutil.rmtree(building, ignore_errors=True)
+        group = zarr.open_group(str(building), mode="w")
+        group.attrs.update(attrs)
+        depth = config.optics.num_defocus
+        group.create_array("images", shape=(n, depth, height, width), chunks=(1, depth, height, width),
+                           dtype=config.image_dtype, fill_value=0)
+        group.create_array("columns", shape=(n, config.max_columns(), 3), chunks=(1, config.max_columns(), 3),
+                           dtype="float32", fill_value=np.nan)
+        group.create_array("params", shape=(n, len(config.param_names)), chunks=(1, len(config.param_names)),
+                           dtype="float64", fill_value=np.nan)
+        try:
+            os.rename(building, path)
+        except OSError:  # another process created it first: use (and check) that one
+            shutil.rmtree(building, ignore_errors=True)
+    group = open_group(path, mode="r+")
+    old = dict(group.attrs)
+    for key in ("n", "seed", "config", "vibration_table"):
+        if old.get(key) != attrs[key]:
+            raise UserError(f"{path} already holds a dataset with a different {key} "
+                            f"({old.get(key) if key != 'config' else 'config'}); "
+                            "choose another output path or the same settings to resume")
     return group
+
+
+@contextmanager
+def store_lock(path: str | Path):
+    """Hold an exclusive lock on the store for one `simulate` run; a second run refuses instead of writing
+    the same samples at the same time. The operating system releases the lock when the process ends."""
+    import fcntl
+
+    path = Path(path)
+    with open(path / "zarr.json", "rb") as handle:  # zarr ignores locks on its metadata file
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise UserError(f"{path} is being written by another `hrtemnet simulate` process; wait for it to "
+                            "finish (run the command again afterwards to fill in anything missing)") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _vibration_table_record(config: DatasetConfig) -> dict | None:
@@ -176,6 +229,7 @@ def _vibration_table_record(config: DatasetConfig) -> dict | None:
 
 
 def open_group(path: str | Path, mode: str = "r"):
+    """The zarr group of a dataset store, checked to hold all its arrays (UserError otherwise)."""
     import zarr
 
     path = Path(path)
@@ -187,6 +241,14 @@ def open_group(path: str | Path, mode: str = "r"):
             raise ValueError
     except Exception:
         raise UserError(f"{path} is not an hrtemnet dataset (a zarr store written by `hrtemnet simulate`)") from None
+    for name in ARRAY_NAMES:
+        try:
+            array = group[name]
+            if array.shape[0] != group.attrs.get("n"):
+                raise ValueError
+        except Exception:
+            raise UserError(f"{path} is an incomplete dataset store (its {name} array is missing or damaged): "
+                            "delete it and run `hrtemnet simulate` again") from None
     return group
 
 
@@ -214,8 +276,35 @@ def _simulate_and_write(path: str, config_dict: dict, seed: int, index: int) -> 
 
 
 def missing_indices(path: str | Path) -> np.ndarray:
+    """Samples not yet simulated (their params row is still NaN)."""
     group = open_group(path)
-    return np.flatnonzero(np.isnan(group["params"][:, 0]))
+    try:
+        return np.flatnonzero(np.isnan(group["params"][:, 0]))
+    except Exception as error:  # a damaged params chunk: tell which one
+        for index in range(group["params"].shape[0]):
+            try:
+                group["params"][index]
+            except Exception:
+                raise UserError(f"{path}: the parameters of sample {index} are damaged ({type(error).__name__}); "
+                                "delete the store and simulate it again") from None
+        raise
+
+
+def damaged_samples(path: str | Path, indices, progress: bool = True) -> list[int]:
+    """Of the finished samples `indices`, those whose images or columns cannot be read back (a damaged or
+    truncated chunk)."""
+    group = open_group(path)
+    damaged = []
+    with progress_bar("series", progress and len(indices) > 0) as bar:
+        task = bar.add_task("checking", total=len(indices))
+        for index in indices:
+            try:
+                group["images"][int(index)]
+                group["columns"][int(index)]
+            except Exception:
+                damaged.append(int(index))
+            bar.advance(task)
+    return damaged
 
 
 def simulate_dataset(path: str | Path, n: int, seed: int, config: DatasetConfig | None = None,
@@ -225,14 +314,28 @@ def simulate_dataset(path: str | Path, n: int, seed: int, config: DatasetConfig 
     workers=0 runs in this process (no dask); otherwise a LocalCluster of `workers` single-threaded
     processes, or the cluster at `scheduler` (tcp://host:port). Returns a summary with throughput.
     """
-    config = config or DatasetConfig()
-    if n < 1:
-        raise UserError("--n must be at least 1")
+    config = (config or DatasetConfig()).validate()
+    if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
+        raise UserError(f"--n must be a whole number of at least 1 (got {n})")
     if config.vibrations_file is not None and not Path(config.vibrations_file).is_file():
         raise UserError(f"vibration table {config.vibrations_file} does not exist")
     create_store(path, config, n, seed)
-    todo = [int(i) for i in missing_indices(path)]
-    summary = {"path": str(path), "n": n, "already_done": n - len(todo), "simulated": 0, "seconds": 0.0}
+    with store_lock(path):
+        return _fill_store(path, n, seed, config, workers, scheduler, progress)
+
+
+def _fill_store(path, n: int, seed: int, config: DatasetConfig, workers, scheduler, progress: bool) -> dict:
+    """Simulate the missing samples of a store this process holds the lock of (see `simulate_dataset`)."""
+    missing = missing_indices(path)
+    finished = np.setdiff1d(np.arange(n), missing)
+    damaged = damaged_samples(path, finished, progress) if len(finished) else []
+    if damaged:
+        group = open_group(path, mode="r+")
+        for index in damaged:
+            group["params"][index] = np.nan  # no longer finished: simulated again below
+    todo = sorted({*(int(i) for i in missing), *damaged})
+    summary = {"path": str(path), "n": n, "already_done": n - len(todo), "simulated": 0, "seconds": 0.0,
+               "damaged": damaged}
     if not todo:
         return summary
     config_dict = config.to_dict()
@@ -288,17 +391,26 @@ class SeriesStore:
             raise IndexError(f"sample {index} is outside 0..{len(self) - 1}")
         return index
 
+    def _read(self, name: str, index: int) -> np.ndarray:
+        index = self._check(index)
+        try:
+            return self.group[name][index]
+        except Exception as error:  # zarr/numcodecs raise many types for a damaged chunk
+            raise UserError(f"{self.path}: sample {index} is damaged ({name}: {type(error).__name__}); run "
+                            f"`hrtemnet simulate {self.path} --n {len(self)} ...` with its settings again to "
+                            "simulate it anew") from None
+
     def read_images(self, index: int) -> np.ndarray:
-        return np.asarray(self.group["images"][self._check(index)], dtype=np.float32)
+        return np.asarray(self._read("images", index), dtype=np.float32)
 
     def read_columns(self, index: int) -> Columns:
-        return columns_from_table(self.group["columns"][self._check(index)])
+        return columns_from_table(self._read("columns", index))
 
     def read_params(self, index: int) -> dict[str, float]:
-        return dict(zip(self.param_names, self.group["params"][self._check(index)].tolist(), strict=True))
+        return dict(zip(self.param_names, self._read("params", index).tolist(), strict=True))
 
     def completed(self) -> np.ndarray:
-        return ~np.isnan(self.group["params"][:, 0])
+        return np.isin(np.arange(len(self)), missing_indices(self.path), invert=True)
 
 
 def open_store(path: str | Path) -> SeriesStore:

@@ -206,6 +206,9 @@ def evaluate_models(
     n_images = len(store) if config.limit is None else min(config.limit, len(store))
     if n_images == 0 or not models:
         raise UserError("nothing to evaluate: the dataset has no images or no model was given")
+    if config.example_index >= n_images:
+        raise UserError(f"--example {config.example_index} is not one of the {n_images} evaluated series "
+                        f"(0 - {n_images - 1})")
     height, width = store.image_shape
     image_size_A = (width * store.sampling_A, height * store.sampling_A)
     n_sweep = min(config.dose_sweep_images, n_images) if config.dose_sweep_e_per_A2 else 0

@@ -20,6 +20,7 @@ means the same place before and after, so columns found at one sampling need no 
 from __future__ import annotations
 
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +34,12 @@ NUM_IMAGES = 3
 MIN_SIZE_PX = 32
 # Pixel sizes of the x and y axes may differ by this fraction before the file is refused.
 SQUARE_PIXEL_TOLERANCE = 0.01
+# Pixel sizes (Å/px) an HRTEM image of MoS2 can have: coarser than 0.9 Å cannot resolve columns 1.83 Å apart
+# (Nyquist); finer than 0.01 Å is far beyond any microscope's information limit (a mistyped unit).
+PLAUSIBLE_SAMPLING_A = (0.01, 0.9)
+# Largest image (pixels) after resampling to a network's pixel size: ~40 bytes a pixel are held during
+# prediction (series, probabilities, intermediate copies), so 8192² px is about 3 GB.
+MAX_RESAMPLED_PIXELS = 8192**2
 
 ROSETTASCIIO_SUFFIXES = {".dm3": "digitalmicrograph", ".dm4": "digitalmicrograph", ".ser": "tia",
                          ".emi": "tia", ".emd": "emd"}
@@ -73,6 +80,22 @@ class _Read:
     calibration_note: str = ""  # why there is no calibration, e.g. an unknown unit
 
 
+def check_sampling(sampling_A, what: str = "--sampling") -> float:
+    """`sampling_A` as a float if it is a plausible pixel size in Å/px (`PLAUSIBLE_SAMPLING_A`), else a
+    `UserError` naming `what` (the option or file it came from)."""
+    low, high = PLAUSIBLE_SAMPLING_A
+    try:
+        value = float(sampling_A)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not np.isfinite(value) or value <= 0:
+        raise UserError(f"{what} must be a positive pixel size in Å/px (got {sampling_A})")
+    if not low <= value <= high:
+        raise UserError(f"{what} {value:g} Å/px is outside {low:g} - {high:g} Å/px, the pixel sizes at which "
+                        f"MoS2's columns are resolved; check the value and its unit (Å, not nm or pm)")
+    return value
+
+
 def read_focal_series(spec: str | Path, sampling_A: float | None = None) -> FocalSeries:
     """Read one focal series (see the module docstring for the accepted `spec`s).
 
@@ -94,8 +117,8 @@ def read_image_stack(spec: str | Path, sampling_A: float | None = None,
     (and no `sampling_A`) is returned with `sampling_A = nan`, for the caller to measure it (e.g.
     `hrtemnet.calibration`).
     """
-    if sampling_A is not None and not (np.isfinite(sampling_A) and sampling_A > 0):
-        raise UserError(f"--sampling must be a positive pixel size in Å/px (got {sampling_A})")
+    if sampling_A is not None:
+        check_sampling(sampling_A, "--sampling")
     spec = str(spec)
     path = Path(spec)
     if path.is_dir():
@@ -131,8 +154,8 @@ def series_from_array(data, sampling_A: float | None = None, source: str = "arra
     `sampling_A` in Å/px; None leaves it NaN (to be measured from the lattice). Refuses 2-D arrays,
     NaN/infinite pixels and constant frames with the same one-line messages as files.
     """
-    if sampling_A is not None and not (np.isfinite(sampling_A) and sampling_A > 0):
-        raise UserError(f"sampling_A must be a positive pixel size in Å/px (got {sampling_A})")
+    if sampling_A is not None:
+        check_sampling(sampling_A, "sampling_A")
     data = np.asarray(data)
     if data.ndim == 2:
         raise UserError(f"{source}: a 2-D array {data.shape} is one image; a focal series is 3 images "
@@ -193,6 +216,10 @@ def resample_series(images: np.ndarray, from_sampling_A: float, to_sampling_A: f
         return images.copy()
     height, width = images.shape[-2:]
     out_shape = resampled_shape((height, width), from_sampling_A, to_sampling_A)
+    if out_shape[0] * out_shape[1] > MAX_RESAMPLED_PIXELS:
+        raise UserError(f"{width}x{height} px at {from_sampling_A:g} Å/px would be {out_shape[1]}x{out_shape[0]} "
+                        f"px at {to_sampling_A:g} Å/px, more than the {MAX_RESAMPLED_PIXELS:,} px (~3 GB) handled "
+                        "at once; check the pixel size (--sampling) or crop the images")
     flat = images.reshape(-1, height, width)
     out = np.empty((len(flat), *out_shape), dtype=np.float32)
     for index, image in enumerate(flat):
@@ -254,6 +281,12 @@ def _read_single_image(path: Path) -> _Read:
 def _read_file(path: Path) -> _Read:
     if not path.exists():
         raise UserError(f"{path}: no such file or folder")
+    try:
+        regular = stat.S_ISREG(path.stat().st_mode)
+    except OSError as error:
+        raise UserError(f"{path}: cannot be read ({error.strerror or error})") from None
+    if not regular:  # a FIFO or device would block or never end
+        raise UserError(f"{path}: not a regular file (a pipe, device or socket); give an image file")
     suffix = path.suffix.lower()
     if suffix in NUMPY_SUFFIXES:
         return _read_numpy(path)
@@ -278,8 +311,14 @@ def _read_numpy(path: Path) -> _Read:
     if len(images) != 1:
         raise UserError(f"{path}: holds arrays {', '.join(arrays) or 'none'}; expected one (3, H, W) image "
                         f"array (and optionally a scalar sampling_A)")
-    sampling_A = float(sampling) if sampling is not None and np.ndim(sampling) == 0 else None
-    return _Read(_split_images(images[0], path), sampling_A)
+    note = ""
+    sampling_A = None
+    if sampling is not None and np.ndim(sampling) == 0 and np.issubdtype(np.asarray(sampling).dtype, np.number):
+        try:
+            sampling_A = check_sampling(sampling, "its sampling_A")
+        except UserError as error:  # treated as no calibration: --sampling then gives it
+            note = str(error).split(";")[0]
+    return _Read(_split_images(images[0], path), sampling_A, note)
 
 
 def _read_tiff(path: Path) -> _Read:
@@ -375,7 +414,10 @@ def _to_angstrom(scale, unit) -> tuple[float | None, str]:
     scale = float(scale)
     if not (np.isfinite(scale) and scale > 0):
         return None, f"its pixel size {scale} {unit} is not positive"
-    return scale * factor, ""
+    try:
+        return check_sampling(scale * factor, f"its pixel size {scale:g} {unit} ="), ""
+    except UserError as error:
+        return None, str(error).split(";")[0]
 
 
 def _rational(value) -> float:

@@ -252,6 +252,7 @@ def score_csv(
     (of the predictions if there are no true columns), so the border band is measured from the
     outermost true columns: a little more is left out than with the real image size.
     """
+    check_score_settings(width_A, height_A, match_radius_A, border_A)
     truth, pred = _read_csv(truth_path), _read_csv(pred_path)
     reference = truth if len(truth) else pred
     origin = np.zeros(2)
@@ -264,6 +265,17 @@ def score_csv(
             size[axis] = reference.xy_A[:, axis].max() - origin[axis]
     shift = lambda c: Columns(c.xy_A - origin, c.class_index, c.score)  # noqa: E731
     return score_image(shift(truth), shift(pred), (size[0], size[1]), match_radius_A, border_A)
+
+
+def check_score_settings(width_A: float | None, height_A: float | None, match_radius_A: float,
+                         border_A: float) -> None:
+    """UserError unless the image size (if given) and match radius are positive and finite, the border >= 0."""
+    from hrtemnet.validation import check_number
+
+    check_number(width_A, "--width-A", positive=True)
+    check_number(height_A, "--height-A", positive=True)
+    check_number(match_radius_A, "--match-radius-A", positive=True)
+    check_number(border_A, "--border-A")
 
 
 def _read_csv(path: Path) -> Columns:

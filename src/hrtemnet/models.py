@@ -390,11 +390,42 @@ class UNet(nn.Module):
 # ---- shared helpers -------------------------------------------------------------------------------------
 
 
+# Largest network `build_model` builds (4 bytes each: 0.4 GB of weights, plus Adam's 2 copies in training).
+# The shipped ones have 47,766 (MSD-net, depth 100) and 7.8 M (U-net, base 32) parameters.
+MAX_PARAMETERS = 100_000_000
+
+
+def parameter_count(name: str, in_channels: int = 3, out_channels: int = NUM_LABELS, depth: int | None = None,
+                    width: int = 1, base_channels: int = 16, **_) -> int:
+    """Number of weights `build_model(name, ...)` would allocate (U-net: without its batch-norm scales),
+    computed without allocating them."""
+    if name == "msd":
+        depth = 100 if depth is None else depth
+        return (9 * width * (depth * in_channels + width * depth * (depth - 1) // 2) + depth * width
+                + (in_channels + depth * width + 1) * out_channels)
+    depth = 4 if depth is None else depth
+    channels = [base_channels * 2**level for level in range(depth + 1)]
+    down = sum(9 * (c_in + c) * c for c_in, c in zip([in_channels] + channels[:-1], channels, strict=True))
+    up = sum(4 * channels[level + 1] * channels[level] + 27 * channels[level] ** 2 for level in range(depth))
+    return down + up + channels[0] * out_channels
+
+
 def build_model(name: str, **kwargs) -> nn.Module:
-    """`msd` -> MSDNet(**kwargs), `unet` -> UNet(**kwargs); unknown names or arguments -> UserError."""
+    """`msd` -> MSDNet(**kwargs), `unet` -> UNet(**kwargs); unknown names or arguments, sizes that are not
+    whole numbers >= 1 or networks over `MAX_PARAMETERS` -> UserError, before anything is allocated."""
     classes = {"msd": MSDNet, "unet": UNet}
-    if name not in classes:
+    if not isinstance(name, str) or name not in classes:
         raise UserError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}")
+    for key, value in kwargs.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise UserError(f"bad settings for model {name!r} ({kwargs}): {key} must be a whole number >= 1")
+    try:
+        size = parameter_count(name, **kwargs)
+    except TypeError as error:
+        raise UserError(f"bad settings for model {name!r} ({kwargs}): {error}") from None
+    if size > MAX_PARAMETERS:
+        raise UserError(f"model {name!r} {kwargs} would have {size:,} parameters, more than the "
+                        f"{MAX_PARAMETERS:,} allowed; give a smaller --depth/--base-channels")
     try:
         return classes[name](**kwargs)
     except (TypeError, ValueError) as error:
@@ -477,10 +508,40 @@ def load_model(spec: str | Path) -> LoadedModel:
         raise UserError(f"{path}: not a readable model file ({type(error).__name__})") from None
     if not isinstance(bundle, dict) or bundle.get("format") != BUNDLE_FORMAT:
         raise UserError(f"{path}: not an hrtemnet model file (write one with `hrtemnet train`)")
-    net = build_model(bundle["model_name"], **bundle["model_kwargs"])
+    _check_bundle(path, bundle)
+    try:
+        net = build_model(bundle["model_name"], **bundle["model_kwargs"])
+    except UserError as error:
+        raise UserError(f"{path}: {error}") from None
     try:
         net.load_state_dict(bundle["state_dict"])
-    except RuntimeError:
+    except (RuntimeError, TypeError, AttributeError, KeyError):
         raise UserError(f"{path}: weights do not fit a {bundle['model_name']} {bundle['model_kwargs']}") from None
-    return LoadedModel(net.eval(), bundle["model_name"], bundle["model_kwargs"], bundle["sampling_A"],
-                       bundle["peak_params"], bundle["card"])
+    card = bundle.get("card")
+    return LoadedModel(net.eval(), bundle["model_name"], bundle["model_kwargs"], float(bundle["sampling_A"]),
+                       dict(bundle["peak_params"]), dict(card) if isinstance(card, dict) else {})
+
+
+def _check_bundle(path: Path, bundle: dict) -> None:
+    """Everything `load_model` uses from a model file is there and sensible (UserError naming the file)."""
+    from hrtemnet.peaks import PeakConfig
+    from hrtemnet.validation import validate_config
+
+    missing = [key for key in ("model_name", "model_kwargs", "sampling_A", "peak_params", "state_dict")
+               if key not in bundle]
+    if missing:
+        raise UserError(f"{path}: the model file lacks {', '.join(missing)}; write it with `hrtemnet train`")
+    if not isinstance(bundle["model_kwargs"], dict) or not all(isinstance(k, str) for k in bundle["model_kwargs"]):
+        raise UserError(f"{path}: model_kwargs {bundle['model_kwargs']!r} is not a set of named settings")
+    sampling = bundle["sampling_A"]
+    if isinstance(sampling, bool) or not isinstance(sampling, int | float) or not 0.01 <= sampling <= 2.0:
+        raise UserError(f"{path}: sampling_A {sampling!r} is not a pixel size in Å (0.01 - 2 Å/px)")
+    if not isinstance(bundle["state_dict"], dict):
+        raise UserError(f"{path}: state_dict is not a set of weights")
+    peak_params = bundle["peak_params"]
+    try:
+        if not isinstance(peak_params, dict):
+            raise TypeError("not a set of named settings")
+        validate_config(PeakConfig(**peak_params))
+    except (TypeError, ValueError) as error:
+        raise UserError(f"{path}: peak_params {peak_params!r} are not peak settings ({error})") from None

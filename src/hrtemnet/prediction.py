@@ -473,7 +473,7 @@ def predict_files(inputs: Sequence[str], model_spec: str = "msd", sampling: floa
                   out_dir: Path = Path("predictions"), align: bool = True, border_A: float = BORDER_A,
                   threshold: float | None = None, plot: bool = False, fmt: str = "csv",
                   frames_per_series: int = NUM_IMAGES, dose_per_series: float | None = None,
-                  command: str | None = None, on_error: Callable[[str, UserError], None] | None = None,
+                  command: str | None = None, on_error: Callable[[str, Exception], None] | None = None,
                   progress: bool = False) -> Iterator[FileResult]:
     """The work of `hrtemnet predict`: each input (a focal series or a stack of k of them) to tables.
 
@@ -485,29 +485,31 @@ def predict_files(inputs: Sequence[str], model_spec: str = "msd", sampling: floa
     out_dir : tables `<stem>.csv` (time series: `<stem>_NNNN.csv` and `<stem>_summary.csv`).
     threshold : column probability threshold (default the model's).
     fmt : "csv", "napari" or "imagej".
-    on_error : called with (input, error) for an input that fails; it is skipped and the next one runs.
-        Without it the error is raised.
+    on_error : called with (input, error) for an input that fails (a `UserError`, or any other exception
+        for a failure nobody foresaw); it is skipped and the next one runs. Without it the error is raised.
 
     Yields a `FileResult` per series, as each is done (time series already written are skipped, so a
     killed run, rerun, continues).
     """
-    from hrtemnet.io import read_image_stack
+    from hrtemnet.io import check_sampling, read_image_stack
     from hrtemnet.models import load_model
     from hrtemnet.peaks import PeakConfig
+    from hrtemnet.validation import writable_folder
 
     if fmt not in FORMATS:
         raise UserError(f"unknown --format {fmt!r}; choose one of {', '.join(FORMATS)}")
     auto = isinstance(sampling, str)
     if auto and sampling != "auto":
         raise UserError(f"--sampling must be a pixel size in Å/px or 'auto' (got {sampling!r})")
-    if not auto and sampling is not None and not (np.isfinite(sampling) and sampling > 0):
-        raise UserError(f"--sampling must be a positive pixel size in Å/px (got {sampling})")
+    if not auto and sampling is not None:
+        check_sampling(sampling, "--sampling")
     if threshold is not None and not 0 <= threshold < 1:
         raise UserError(f"--threshold must lie in [0, 1) (got {threshold})")
     if border_A < 0:
         raise UserError(f"--border-A must be >= 0 Å (got {border_A})")
     if dose_per_series is not None and not dose_per_series > 0:
         raise UserError(f"--dose-per-series must be a positive dose in e/Å² (got {dose_per_series})")
+    writable_folder(out_dir, "--out-dir")  # before any network runs
     torch.set_flush_denormal(True)  # DESIGN.md: denormals slow the CPU convolutions
     loaded = load_model(model_spec)
     sha256 = model_sha256(model_spec)
@@ -534,8 +536,8 @@ def predict_files(inputs: Sequence[str], model_spec: str = "msd", sampling: floa
                 continue
             yield from _predict_time_series(loaded, stack, parts, peak_config, align, border_A, source, out_dir,
                                             fmt, plot, sha256, model_spec, command, dose_per_series, progress)
-        except (UserError, MemoryError) as error:
-            if isinstance(error, MemoryError):  # one huge input must not stop the batch
+        except Exception as error:  # one bad input must not stop the batch: `on_error` reports it
+            if isinstance(error, MemoryError):
                 error = UserError(f"{spec}: does not fit in memory; crop the images or bin them (and give the "
                                   "new --sampling)")
             if on_error is None:

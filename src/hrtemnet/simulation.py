@@ -18,6 +18,7 @@ from scipy import fft as sp_fft
 from scipy.ndimage import gaussian_filter
 
 from hrtemnet.errors import UserError
+from hrtemnet.validation import validate_config
 from hrtemnet.vibrations import VibrationTable, per_atom_sigmas, vibration_table_for
 
 DEFAULT_ENERGY_EV = 50e3
@@ -36,6 +37,7 @@ class OpticsParams:
     energy_eV: float = DEFAULT_ENERGY_EV
 
     def validate(self) -> OpticsParams:
+        validate_config(self)  # every field finite, lengths >= 0 (hrtemnet.validation)
         defocus = np.asarray(self.defocus_A, dtype=float)
         if len(defocus) == 0 or not np.all(np.isfinite(defocus)):
             raise UserError("defocus must be one or more finite values in Å, e.g. -30,20,70")
@@ -85,6 +87,7 @@ class SimulationConfig:
     parametrization: str = "lobato"
 
     def validate(self) -> SimulationConfig:
+        validate_config(self)
         if not 0.01 <= self.sampling_A <= 2.0:
             raise UserError(f"sampling {self.sampling_A} Å/px is outside 0.01 - 2 Å/px")
         if self.oversampling < 1 or self.num_phonons < 0:

@@ -243,8 +243,11 @@ def _check_config(config: TrainConfig, source) -> None:
         raise UserError(f"--crop {config.crop_px} must be between 16 and the image size {height}x{width} px")
     if config.steps < 1 or config.batch_size < 1 or config.val_every_steps < 1 or config.val_images < 1:
         raise UserError("--steps, --batch, --val-every and the number of validation images must be >= 1")
-    if not config.learning_rate > 0 or config.checkpoint_minutes <= 0:
+    if not config.learning_rate > 0 or not config.checkpoint_minutes > 0:
         raise UserError("--lr and --checkpoint-minutes must be positive")
+    out_dir = Path(config.out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"--out {out_dir} is a file; give a folder for the training run")
 
 
 def _open_source(path: str | Path):
@@ -289,7 +292,9 @@ def train(config: TrainConfig, source=None, val_source=None) -> TrainResult:
     elif checkpoint_path.exists():
         raise UserError(f"{out_dir} already holds a training run; pass --resume to continue it or use another --out")
     if is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
+        from hrtemnet.validation import writable_folder
+
+        writable_folder(out_dir, "--out")
     model = torch.nn.parallel.DistributedDataParallel(net) if world_size > 1 else net
 
     dataset = FocalSeriesDataset(source, train_indices, config.crop_px, config.seed, None, config.label_radius_A)
