@@ -137,7 +137,7 @@ def test_match_radius_is_inclusive_and_is_passed_on():
     assert score_image(*far).tp == 0 and score_image(*far, match_radius_A=1.0).tp == 1
 
 
-@pytest.mark.parametrize("radius", [0.5, 2.0])
+@pytest.mark.parametrize("radius", [0.1, 0.5, 2.0])
 def test_matching_keeps_the_most_pairs_along_a_long_chain(radius):
     """t0 p0 t1 p1 ... on a line, t_i-p_i 0.98 r apart (all allowed), p_i-t_i+1 0.02 r apart.
 
@@ -151,6 +151,13 @@ def test_matching_keeps_the_most_pairs_along_a_long_chain(radius):
     ti, pi, d = match_columns(truth, pred, radius)
     assert sorted(zip(ti.tolist(), pi.tolist(), strict=True)) == [(i, i) for i in range(n)]
     np.testing.assert_allclose(d, 0.98 * radius)
+
+
+def test_an_allowed_pair_beats_any_forbidden_one_at_large_radius():
+    """One true column, a prediction 1.9 Å away (allowed at radius 2 Å) and one 5 Å away: the assignment cost of
+    the forbidden pair must exceed every allowed distance, not just 1 Å."""
+    ti, pi, _ = match_columns(np.array([[10.0, 10.0]]), np.array([[15.0, 10.0], [11.9, 10.0]]), 2.0)
+    assert ti.tolist() == [0] and pi.tolist() == [1]
 
 
 def test_pooled_scores_and_rms_error_over_images():
@@ -345,6 +352,8 @@ def test_score_command_bad_inputs_exit_2(tmp_path):
 
     output = one_line_output(tmp_path / "nope.csv", tmp_path / "p" / "a.csv")
     assert "truth path" in output and "does not exist" in output
+    output = one_line_output(tmp_path / "t" / "a.csv", tmp_path / "nope.csv")
+    assert "prediction path" in output and "does not exist" in output
     output = one_line_output(tmp_path / "t" / "a.csv", tmp_path / "p")
     assert "two CSV files or two folders" in output
     # a file the reader refuses, naming it, is named once, not again by the scorer
