@@ -120,6 +120,7 @@ def test_add_columns_finds_the_simulated_columns(napari, simulated):
 
     from hrtemnet.metrics import score_image
     from hrtemnet.napari import add_columns, layer_table
+    from hrtemnet.napari._columns import interior_summary
     from hrtemnet.plotting import CLASS_COLOURS
 
     path, images, truth = simulated
@@ -137,6 +138,7 @@ def test_add_columns_finds_the_simulated_columns(napari, simulated):
     height, width = images.shape[-2:]
     score = score_image(truth, table_columns(layer_table(layer)), (width * SAMPLING_A, height * SAMPLING_A))
     assert score.f1 >= 0.95, score.as_row()
+    assert interior_summary(layer).counts == layer.metadata["hrtemnet"]["attrs"]["counts"]  # = hrtemnet.predict's
     # a second run replaces the layer instead of stacking copies
     add_columns(viewer, image.name, sampling_A=SAMPLING_A)
     assert [layer.name for layer in viewer.layers] == [image.name, "columns"]
