@@ -50,7 +50,12 @@ def test_apply_shifts_undoes_the_drift_and_common_field(noisy_series):
     assert residual < 0.2 * unaligned
 
 
-def test_unrelated_frames_are_flagged(noisy_series):
-    frames = np.stack([noisy_series[0][0], np.random.default_rng(1).normal(size=noisy_series[0][0].shape)])
-    registration = register_frames(frames, S)
+def test_unrelated_frames_correlate_less_and_an_empty_frame_is_flagged(noisy_series):
+    images = noisy_series[0]
+    related = register_frames(images, S)
+    frames = np.stack([images[0], np.random.default_rng(1).normal(size=images[0].shape)])
+    unrelated = register_frames(frames, S)
+    assert unrelated.peak_snr[1] < 0.7 * related.peak_snr[1:].min()
+    flat = np.stack([images[0], np.ones_like(images[0])])
+    registration = register_frames(flat, S)
     assert not registration.reliable and "frame 2: alignment unreliable" in registration.warnings[0]

@@ -142,6 +142,11 @@ MO_SHARE_RANGE = (0.3, 0.7)
 NEIGHBOUR_DISTANCE_A = (1.5, 2.15)
 MIN_NEIGHBOUR_SHARE = 0.6
 MIN_COLUMNS_FOR_SIGNATURE = 20
+# ... and the network is sure of almost every column: a share above this scoring below LOW_SCORE means it is
+# not (frames swapped, out of range); an interior this large (Å²) without a single column is suspicious.
+LOW_SCORE = 0.9
+MAX_LOW_SCORE_SHARE = 0.2
+EMPTY_FIELD_WARNING_A2 = 100.0
 
 
 @dataclass
@@ -295,17 +300,26 @@ def predict_focal_series(model, series: FocalSeries, peak_config=None, align: bo
 
 def plausibility_warnings(prediction: SeriesPrediction) -> list[str]:
     """Warnings when the interior columns do not look like MoS2 (frames out of order, out of the trained
-    range, wrong pixel size): the Mo share of the columns and the share with a neighbour at 1.5-2.15 Å."""
+    range, wrong pixel size): no columns at all, many columns with a low score, the Mo share of the
+    columns, the share with a neighbour at 1.5-2.15 Å. False alarms and detections: benchmarks/RESULTS.md."""
     from scipy.spatial import cKDTree
 
     columns = prediction.columns.subset(prediction.interior)
+    x0, y0, x1, y1 = prediction.field_A
+    interior_area_A2 = max(0.0, x1 - x0 - 2 * prediction.border_A) * max(0.0, y1 - y0 - 2 * prediction.border_A)
+    if len(columns) == 0 and interior_area_A2 >= EMPTY_FIELD_WARNING_A2:
+        return [f"no columns found in {interior_area_A2:.0f} Å² of interior: is there MoS2 in the field, are the "
+                f"frames in defocus order, is the pixel size right?"]
     if len(columns) < MIN_COLUMNS_FOR_SIGNATURE:
         return []
     mo_share = float(np.mean(columns.class_index == CLASS_NAMES.index("Mo")))
     distance, _ = cKDTree(prediction.columns.xy_A).query(columns.xy_A, k=2)
     neighbour_share = float(np.mean((distance[:, 1] >= NEIGHBOUR_DISTANCE_A[0])
                                     & (distance[:, 1] <= NEIGHBOUR_DISTANCE_A[1])))
+    low_score_share = float(np.mean(columns.score < LOW_SCORE))
     problems = []
+    if low_score_share > MAX_LOW_SCORE_SHARE:
+        problems.append(f"{100 * low_score_share:.0f} % score below {LOW_SCORE} (in range: almost none)")
     if not MO_SHARE_RANGE[0] <= mo_share <= MO_SHARE_RANGE[1]:
         problems.append(f"{100 * mo_share:.0f} % of the columns are Mo (MoS2: ~50 %)")
     if neighbour_share < MIN_NEIGHBOUR_SHARE:
