@@ -94,6 +94,14 @@ def test_reader_gives_three_frames_on_a_slider_scaled_in_angstrom(napari, tmp_pa
     (data, kwargs, kind), = get_reader(str(folder))(str(folder))
     np.testing.assert_array_equal(data, images)
     assert kind == "image" and kwargs["scale"] == (1.0, 1.0, 1.0)  # uncalibrated: pixels
+
+    import tifffile
+
+    tifffile.imwrite(tmp_path / "series.tif", images, imagej=True, resolution=(1 / 0.015, 1 / 0.015),
+                     metadata={"unit": "nm"})  # ImageJ calibration: 66.7 pixels per nm
+    (data, kwargs, kind), = get_reader(str(tmp_path / "series.tif"))(str(tmp_path / "series.tif"))
+    np.testing.assert_array_equal(data, images)
+    np.testing.assert_allclose(kwargs["scale"], (1.0, 0.15, 0.15), rtol=1e-6)
     assert get_reader(str(tmp_path / "notes.txt")) is None
 
 
