@@ -107,3 +107,26 @@ def test_class_is_summed_over_a_disk_of_class_radius(class_radius_A, expected):
     maps[0] = 1.0 - maps[1:].sum(axis=0)
     columns = extract_columns(maps, SAMPLING_A, PeakConfig(class_radius_A=class_radius_A, smoothing_A=0.0))
     assert len(columns) == 1 and columns.class_index[0] == expected
+
+
+def test_class_shares_are_disk_sums_over_the_image_normalised_per_column():
+    """`class_shares` (the p_Mo, p_S2, p_S of `hrtemnet predict`) against a direct sum over the disk, for
+    columns in the middle, on an edge and in a corner: pixels outside the image count as zero (not mirrored),
+    and each column's shares add up to 1 even where little class probability is left."""
+    from hrtemnet.peaks import class_shares
+
+    rng = np.random.default_rng(5)
+    probabilities = rng.random((NUM_LABELS, 20, 24)) * 0.02  # small: every disk sum is below 1
+    peaks = np.array([(10, 12), (0, 7), (19, 23), (0, 0), (5, 23)])
+    radius_px = 2.4  # rounds to a disk of radius 2
+    shares = class_shares(probabilities, peaks, radius_px)
+    expected = np.zeros((len(peaks), NUM_LABELS - 1))
+    for k, (row, col) in enumerate(peaks):
+        for dr in range(-2, 3):
+            for dc in range(-2, 3):
+                r, c = row + dr, col + dc
+                if dr * dr + dc * dc <= 4 and 0 <= r < 20 and 0 <= c < 24:
+                    expected[k] += probabilities[1:, r, c]
+    assert expected.sum(axis=1).max() < 1
+    np.testing.assert_allclose(shares, expected / expected.sum(axis=1, keepdims=True), rtol=1e-12)
+    np.testing.assert_allclose(shares.sum(axis=1), 1.0, rtol=1e-12)
