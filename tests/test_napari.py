@@ -231,6 +231,7 @@ def _is_correct(match, predicted: Columns, index: int) -> bool:
 
 
 def test_widget_finds_columns_in_a_worker_and_exports(napari, simulated, tmp_path):
+    from napari.utils.key_bindings import KeymapHandler
     from qtpy.QtWidgets import QApplication
 
     from hrtemnet.napari._widget import ColumnsWidget
@@ -254,6 +255,11 @@ def test_widget_finds_columns_in_a_worker_and_exports(napari, simulated, tmp_pat
     widget.new_class.value = "Mo"
     widget.set_selected_class()
     assert list(layer.features["class"][:2]) == ["Mo", "Mo"]
+    keys = KeymapHandler()  # what the canvas does with a key press on the active layer
+    keys.keymap_providers = [layer]
+    layer.selected_data = {1}
+    keys.press_key("Shift-S")  # single S
+    assert list(layer.features["class"][:2]) == ["Mo", "S"]
     widget.export_path.value = tmp_path / "widget.csv"
     widget.export_columns()
     assert (tmp_path / "widget.csv").is_file(), widget.status.value

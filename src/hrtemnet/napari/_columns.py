@@ -9,6 +9,7 @@ does is here, without Qt, so notebooks and tests drive it directly.
 from __future__ import annotations
 
 import warnings
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -33,6 +34,9 @@ POINT_SIZE_A = 0.9
 NAPARI_SYMBOLS = {"o": "disc", "s": "square", "^": "triangle_up"}
 # A column the user adds by hand: an S2 column (the most common class), certain, no probabilities.
 HAND_ADDED_FEATURES = {"class": "S2", "score": 1.0}
+# Keys that give the selected points a class: Mo, double S, single S (with Shift: plain letters and digits
+# switch napari's layer modes).
+CLASS_KEYS = {"Mo": "Shift-M", "S2": "Shift-D", "S": "Shift-S"}
 
 
 def class_colours() -> dict[str, str]:
@@ -173,6 +177,8 @@ def columns_layer(table: pd.DataFrame, image) -> napari.layers.Points:
         metadata={METADATA_KEY: info},
     )
     layer.current_symbol = symbols[HAND_ADDED_FEATURES["class"]]
+    for name, key in CLASS_KEYS.items():
+        layer.bind_key(key, partial(set_class, name=name), overwrite=True)
     return layer
 
 

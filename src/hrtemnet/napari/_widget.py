@@ -125,7 +125,8 @@ class ColumnsWidget(Container):
         if attrs["aligned"]:
             shifts = attrs["shifts_A"][1:]
             lines.append("frame shifts " + ", ".join(f"({dx:+.2f}, {dy:+.2f})" for dx, dy in shifts) + " Å")
-        lines.append("select points to move, delete (Del) or reclassify")
+        keys = ", ".join(f"{key} {name}" for name, key in _columns.CLASS_KEYS.items())
+        lines.append(f"select points to move, delete (Del) or reclassify (button, or {keys})")
         for message in attrs["warnings"]:
             lines.append(f"warning: {message}")
             show_warning(f"hrtemnet: {message}")
