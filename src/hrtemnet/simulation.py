@@ -172,6 +172,187 @@ def phonon_sigmas(atoms: Atoms, vibration_table: VibrationTable) -> np.ndarray:
     return np.stack([sigma_xy, sigma_xy, sigma_z], axis=1)
 
 
+# ---- the multislice loop (abTEM's physics and arrays, our loop over all configurations at once) -------------
+
+_FFT_PLANS: dict = {}  # (buffer name, shape) -> pyfftw plans on aligned buffers, kept for the process
+_FOURIER_ARRAYS: dict = {}  # scattering factors, apertures, propagators per grid: computed once per process
+_wisdom_loaded = False
+
+
+def _fftw_wisdom_path() -> str:
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(cache, "hrtemnet", "fftw_wisdom.pickle")
+
+
+def _fft_plans(name: str, shape: tuple[int, int, int], real: bool = False) -> tuple:
+    """Unnormalised single-threaded FFTW plans over the last two axes on buffers of their own, made once per
+    process, name and shape. FFTW_MEASURE planning costs seconds per shape, so its wisdom is kept in a cache
+    file (~/.cache/hrtemnet) that fresh worker processes load instead of measuring again.
+    Complex: (buffer, forward, backward), in place. Real: (real buffer, half spectrum, r2c, c2r)."""
+    global _wisdom_loaded
+    import pickle
+
+    import pyfftw
+
+    key = (name, shape, real)
+    if key in _FFT_PLANS:
+        return _FFT_PLANS[key]
+    path = _fftw_wisdom_path()
+    if not _wisdom_loaded:
+        _wisdom_loaded = True
+        try:
+            with open(path, "rb") as file:
+                pyfftw.import_wisdom(pickle.load(file))
+        except Exception:  # no cache yet or an unreadable one: measure
+            pass
+    wisdom = pyfftw.export_wisdom()
+    flags, axes = ("FFTW_MEASURE", "FFTW_DESTROY_INPUT"), (-2, -1)
+    if real:
+        data = pyfftw.empty_aligned(shape, dtype="float32")
+        spectrum = pyfftw.empty_aligned((*shape[:-1], shape[-1] // 2 + 1), dtype="complex64")
+        plans = (data, spectrum, pyfftw.FFTW(data, spectrum, axes=axes, direction="FFTW_FORWARD", flags=flags),
+                 pyfftw.FFTW(spectrum, data, axes=axes, direction="FFTW_BACKWARD", flags=flags))
+    else:
+        data = pyfftw.empty_aligned(shape, dtype="complex64")
+        plans = (data, pyfftw.FFTW(data, data, axes=axes, direction="FFTW_FORWARD", flags=flags),
+                 pyfftw.FFTW(data, data, axes=axes, direction="FFTW_BACKWARD", flags=flags))
+    _FFT_PLANS[key] = plans
+    if pyfftw.export_wisdom() != wisdom:
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            tmp = f"{path}.{os.getpid()}.tmp"
+            with open(tmp, "wb") as file:
+                pickle.dump(pyfftw.export_wisdom(), file)
+            os.replace(tmp, path)
+        except OSError:  # read-only home: measure again next time
+            pass
+    return plans
+
+
+def _fourier_array(key: tuple, make) -> np.ndarray:
+    if key not in _FOURIER_ARRAYS:
+        if len(_FOURIER_ARRAYS) > 512:
+            _FOURIER_ARRAYS.clear()
+        _FOURIER_ARRAYS[key] = make()
+    return _FOURIER_ARRAYS[key]
+
+
+def _potential_kernel(symbol: str, gpts: tuple[int, int], sampling: tuple[float, float],
+                      parametrization: str) -> np.ndarray:
+    """abTEM's infinite-projection kernel of one element (projected scattering factor / pixel sinc), as the
+    half spectrum of a real-to-complex transform, divided by the grid size (our transforms are unnormalised)."""
+    def make():
+        from abtem.integrals import ScatteringFactorProjectionIntegrals, sinc
+
+        factor = ScatteringFactorProjectionIntegrals(parametrization).get_scattering_factor(
+            symbol, gpts, sampling, "cpu") / sinc(gpts, sampling, "cpu")
+        return (factor[:, : gpts[1] // 2 + 1] / (gpts[0] * gpts[1])).astype(np.complex64)
+
+    return _fourier_array(("potential", symbol, gpts, sampling, parametrization), make)
+
+
+def _add_deltas(real: np.ndarray, positions_px: np.ndarray) -> None:
+    """abTEM's `superpose_deltas` (bilinear weights, periodic), by one bincount instead of np.add.at."""
+    nx, ny = real.shape
+    floor = np.floor(positions_px).astype(np.int64)
+    x, y = positions_px[:, 0] - floor[:, 0], positions_px[:, 1] - floor[:, 1]
+    xy = x * y
+    rows = np.concatenate([floor[:, 0] % nx, (floor[:, 0] + 1) % nx] * 2)
+    cols = np.concatenate([floor[:, 1] % ny] * 2 + [(floor[:, 1] + 1) % ny] * 2)
+    weights = np.concatenate([1 + xy - y - x, x - xy, y - xy, xy])
+    real += np.bincount(rows * ny + cols, weights, minlength=nx * ny).reshape(nx, ny).astype(np.float32)
+
+
+def _sliced_configurations(structure, gpts, thicknesses, parametrization: str) -> list[list[dict]]:
+    """Per configuration, per slice: {symbol: (n, 2) xy positions in Å}, sliced and wrapped by abTEM itself."""
+    import abtem
+
+    configurations = list(structure) if isinstance(structure, abtem.FrozenPhonons) else [structure]
+    sliced = []
+    for atoms in configurations:
+        potential = abtem.Potential(atoms, gpts=gpts, slice_thickness=thicknesses, projection="infinite",
+                                    parametrization=parametrization)
+        slices = potential.get_sliced_atoms()
+        per_slice = []
+        for index in range(len(thicknesses)):
+            in_slice = slices.get_atoms_in_slices(index)
+            symbols = np.asarray(in_slice.get_chemical_symbols())
+            per_slice.append({s: in_slice.positions[symbols == s, :2] for s in np.unique(symbols)})
+        sliced.append(per_slice)
+    return sliced
+
+
+def _multislice_intensities(configurations: list[list[dict]], gpts: tuple[int, int],
+                            sampling: tuple[float, float], thicknesses: tuple[float, ...], energy_eV: float,
+                            parametrization: str, ctf_kernel: np.ndarray) -> np.ndarray:
+    """Mean over configurations of |exit wave (*) CTF|² for each CTF of `ctf_kernel` (n, nx, ny) -> (n, nx, ny).
+
+    The steps of abTEM's `PlaneWave.multislice` (infinite projection) + `apply_ctf` + `intensity`, with abTEM's
+    own kernels: potential = deltas (*) projected scattering factor / sinc, transmission exp(iσV) band-limited
+    by the antialias aperture, then the antialiased Fresnel propagator, the CTF in Fourier space. Faster by
+    doing all configurations in one batch on plans made once, real transforms for the potential, a slice
+    without atoms only propagating, and the wave left in Fourier space after the last slice for the CTFs.
+    """
+    from abtem.antialias import antialias_aperture
+    from abtem.core.energy import energy2sigma
+    from abtem.multislice import _fresnel_propagator_array
+
+    n_configs, (nx, ny), size = len(configurations), gpts, gpts[0] * gpts[1]
+    shape = (n_configs, nx, ny)
+    wave, wave_forward, wave_backward = _fft_plans("wave", shape)
+    transmission, transmission_forward, transmission_backward = _fft_plans("transmission", shape)
+    potential, potential_spectrum, potential_forward, potential_backward = _fft_plans("potential", shape, True)
+    aperture = _fourier_array(("aperture", gpts, sampling),
+                              lambda: antialias_aperture(gpts, sampling, np).astype(np.float32))
+    # band limit of the transmission; the wave just came back from an unnormalised inverse: one more 1/size
+    band_limit = _fourier_array(("band limit", gpts, sampling), lambda: aperture / np.float32(size) ** 2)
+    sigma = np.float32(energy2sigma(energy_eV))
+    wave[:] = 1.0
+    in_fourier_space = False
+    for index, thickness in enumerate(thicknesses):
+        propagator = _fourier_array(("propagator", thickness, gpts, sampling, energy_eV), lambda t=thickness: (
+            _fresnel_propagator_array(t, gpts, sampling, energy_eV, "cpu") * aperture).astype(np.complex64))
+        symbols = sorted({s for slices in configurations for s in slices[index]})
+        if symbols:
+            accumulated = np.zeros_like(potential_spectrum) if len(symbols) > 1 else None
+            for symbol in symbols:
+                potential[:] = 0
+                for config, slices in enumerate(configurations):
+                    if symbol in slices[index]:
+                        positions = (slices[index][symbol] / np.asarray(sampling)).astype(np.float32)
+                        _add_deltas(potential[config], positions)
+                potential_forward.execute()
+                potential_spectrum *= _potential_kernel(symbol, gpts, sampling, parametrization)
+                if accumulated is not None:
+                    accumulated += potential_spectrum
+            if accumulated is not None:
+                potential_spectrum[:] = accumulated
+            potential_backward.execute()  # the slice's projected potential V (all configurations)
+            potential *= sigma
+            np.cos(potential, out=transmission.real)
+            np.sin(potential, out=transmission.imag)
+            transmission_forward.execute()
+            transmission *= band_limit
+            transmission_backward.execute()
+            if in_fourier_space:
+                wave_backward.execute()
+            else:
+                transmission *= np.float32(size)  # the wave is not scaled: undo band_limit's extra 1/size
+            wave *= transmission
+            wave_forward.execute()
+            in_fourier_space = True
+        elif not in_fourier_space:
+            wave_forward.execute()
+            in_fourier_space = True
+        wave *= propagator
+    images = np.zeros((len(ctf_kernel), nx, ny), dtype=np.float64)
+    for index, kernel in enumerate(ctf_kernel):
+        np.multiply(wave, (kernel / size).astype(np.complex64), out=transmission)
+        transmission_backward.execute()
+        images[index] = (np.square(transmission.real) + np.square(transmission.imag)).sum(axis=0)
+    return images / n_configs
+
+
 def simulate_focal_series(atoms: Atoms, optics: OpticsParams, config: SimulationConfig | None = None,
                           seed: int = 0, vibration_table=None) -> np.ndarray:
     """Noise-free focal series (n_defocus, H, W) float32, indexed [row, col], vacuum intensity ≈ 1.
@@ -197,9 +378,10 @@ def simulate_focal_series(atoms: Atoms, optics: OpticsParams, config: Simulation
                                         sigmas=phonon_sigmas(atoms, vibration_table), seed=seed)
     else:
         structure = atoms
-    potential = abtem.Potential(structure, gpts=gpts, slice_thickness=slice_thicknesses(atoms),
-                                projection="infinite", parametrization=config.parametrization)
-    exit_waves = abtem.PlaneWave(energy=optics.energy_eV).multislice(potential)
+    thicknesses = slice_thicknesses(atoms)
+    configurations = _sliced_configurations(structure, gpts, thicknesses, config.parametrization)
+    extent = (float(atoms.cell[0, 0]), float(atoms.cell[1, 1]))
+    sampling = (extent[0] / gpts[0], extent[1] / gpts[1])
     ctf = abtem.CTF(
         defocus=abtem.distributions.from_values(np.asarray(optics.defocus_A, dtype=float)),
         Cs=optics.cs_A,
@@ -208,11 +390,15 @@ def simulate_focal_series(atoms: Atoms, optics: OpticsParams, config: Simulation
         focal_spread=optics.focal_spread_A,
         energy=optics.energy_eV,
     )
-    images = exit_waves.apply_ctf(ctf).intensity().interpolate(gpts=(width, height))
-    array = np.asarray(images.array)
-    if config.num_phonons > 0:
-        array = array.mean(axis=1)  # ensemble axes: (defocus, phonon configuration, x, y)
-    return np.ascontiguousarray(array.swapaxes(-1, -2), dtype=np.float32)  # abTEM [x, y] -> [row, col]
+    # abTEM's CTF array (aberrations and focal-spread envelope) on our grid, one per defocus
+    grid = abtem.Waves(np.zeros(gpts, dtype=np.complex64), energy=optics.energy_eV, extent=extent)
+    ctf_kernel = np.asarray(ctf._evaluate_kernel(grid)).reshape(-1, *gpts)
+    intensities = _multislice_intensities(configurations, gpts, sampling, thicknesses, optics.energy_eV,
+                                          config.parametrization, ctf_kernel)
+    from abtem.core.fft import fft_interpolate
+
+    images = np.real(fft_interpolate(intensities, (width, height)))  # abTEM's Images.interpolate, [x, y]
+    return np.ascontiguousarray(images.swapaxes(-1, -2), dtype=np.float32)  # abTEM [x, y] -> [row, col]
 
 
 def apply_detector_blur(images: np.ndarray, sigma_px: float) -> np.ndarray:
