@@ -118,15 +118,13 @@ class ColumnsWidget(Container):
         layer.events.data.connect(lambda *_: self.show_summary())
         layer.events.features.connect(lambda *_: self.show_summary())
         self.show_summary()
-        if not Path(self.export_path.value).name:
-            self.export_path.value = Path(f"{image.name}_columns.csv")  # in the working folder, until changed
         attrs = table.attrs
         lines = [f"{len(layer.data)} columns at {attrs['sampling_A']:.4f} Å/px ({attrs['sampling_source']})"]
         if attrs["aligned"]:
             shifts = attrs["shifts_A"][1:]
             lines.append("frame shifts " + ", ".join(f"({dx:+.2f}, {dy:+.2f})" for dx, dy in shifts) + " Å")
-        keys = ", ".join(f"{key} {name}" for name, key in _columns.CLASS_KEYS.items())
-        lines.append(f"select points to move, delete (Del) or reclassify (button, or {keys})")
+        lines.append("select points: drag to move, Del deletes,")
+        lines.append("class: " + ", ".join(f"{key} {name}" for name, key in _columns.CLASS_KEYS.items()))
         for message in attrs["warnings"]:
             lines.append(f"warning: {message}")
             show_warning(f"hrtemnet: {message}")
