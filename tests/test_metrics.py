@@ -160,6 +160,18 @@ def test_an_allowed_pair_beats_any_forbidden_one_at_large_radius():
     assert ti.tolist() == [0] and pi.tolist() == [1]
 
 
+def test_image_match_marks_which_columns_are_right():
+    """The masks the overlay figures colour by: predictions matched with the right class, true columns found."""
+    from hrtemnet.metrics import match_image
+
+    truth = cols((5, 5, MO), (10, 10, S2), (15, 15, S), (1, 1, MO))  # the last one is in the border band
+    pred = cols((15.2, 15, S), (10, 10.1, MO), (5.1, 5, MO), (12, 5, S2))  # right, wrong class, right, false
+    match = match_image(truth, pred, SIZE)
+    assert len(match.truth) == 3 and len(match.pred) == 4
+    assert match.correct_pred().tolist() == [True, False, True, False]
+    assert match.found_truth().tolist() == [True, False, True]
+
+
 def test_pooled_scores_and_rms_error_over_images():
     a = score_image(cols((10, 10, MO), (5, 5, S2)), cols((10.3, 10, MO), (5, 5.4, S2)), SIZE)
     b = score_image(cols((10, 10, S)), cols((10, 10.1, S), (15, 15, MO)), SIZE)
