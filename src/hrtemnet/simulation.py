@@ -349,7 +349,9 @@ def _multislice_intensities(configurations: list[list[dict]], gpts: tuple[int, i
     for index, kernel in enumerate(ctf_kernel):
         np.multiply(wave, (kernel / size).astype(np.complex64), out=transmission)
         transmission_backward.execute()
-        images[index] = (np.square(transmission.real) + np.square(transmission.imag)).sum(axis=0)
+        squares = transmission.view(np.float32)  # |ψ|² = re² + im², in place: no temporaries
+        np.square(squares, out=squares)
+        images[index] = squares.reshape(n_configs, nx, ny, 2).sum(axis=(0, 3), dtype=np.float64)
     return images / n_configs
 
 
