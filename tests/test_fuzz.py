@@ -727,3 +727,44 @@ def test_an_unexpected_error_is_one_line_pointing_to_debug(tmp_path, model_file,
                   "0.15", "--out-dir", tmp_path / "out"])
     assert result.exit_code == 1
     assert isinstance(result.exception, RuntimeError) or "Traceback" in result.stderr
+
+
+# --- every command: an output path that cannot be written is refused before the work ----------------------
+
+
+def _no_work(monkeypatch):
+    """Make the long part of every command fail the test if it is reached."""
+    from hrtemnet import dataset, evaluation, md, prediction, simulation
+
+    fail = lambda *a, **k: pytest.fail("the work started before the output path was checked")  # noqa: E731
+    monkeypatch.setattr(md, "measure_vibrations", fail)
+    monkeypatch.setattr(simulation, "simulate_focal_series", fail)
+    monkeypatch.setattr(dataset, "simulate_sample", fail)
+    monkeypatch.setattr(prediction, "predict_probabilities", fail)
+    monkeypatch.setattr(evaluation, "run", fail)
+
+
+OUTPUT_COMMANDS = {
+    "vibrations": lambda t, out: ["vibrations", out / "v.json"],
+    "simulate-series": lambda t, out: ["simulate-series", t / "s.xyz", "-o", out / "o.npy"],
+    "simulate": lambda t, out: ["simulate", out / "d.zarr", "--n", "1", "--workers", "0"],
+    "train": lambda t, out: ["train", tiny_store(t / "d.zarr"), "--model", "msd", "--depth", "2", "--crop", "16",
+                             "--out", out / "run"],
+    "evaluate": lambda t, out: ["evaluate", tiny_store(t / "d.zarr"), "--model", tiny_model(t / "m.pt"),
+                                "--out-dir", out / "ev"],
+    "demo": lambda t, out: ["demo", "--out-dir", out / "demo"],
+    "predict": lambda t, out: ["predict", good_series(t / "a.npy"), "--model", tiny_model(t / "m.pt"),
+                               "--sampling", "0.15", "--out-dir", out / "p"],
+    "score": lambda t, out: ["score", t / "t.csv", t / "t.csv", "--out", out / "s.csv"],
+}
+
+
+@pytest.mark.parametrize("command", sorted(OUTPUT_COMMANDS))
+def test_an_output_under_a_file_is_refused_before_any_work(tmp_path, monkeypatch, command):
+    _no_work(monkeypatch)
+    (tmp_path / "s.xyz").write_text('1\nLattice="10 0 0 0 10 0 0 0 10" Properties=species:S:1:pos:R:3 '
+                                    'pbc="T T T"\nMo 5 5 5\n')
+    (tmp_path / "t.csv").write_text(TRUTH)
+    (tmp_path / "blocker").write_text("a file where a folder should be")
+    result = run(OUTPUT_COMMANDS[command](tmp_path, tmp_path / "blocker"), cwd=tmp_path)
+    assert_refused(result, "blocker")

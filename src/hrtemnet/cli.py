@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 
 from hrtemnet.errors import UserError
+from hrtemnet.validation import writable_file, writable_folder
 
 app = typer.Typer(
     name="hrtemnet",
@@ -130,6 +131,7 @@ def vibrations_command(
     kinds = tuple(s.strip() for s in structures.split(",") if s.strip())
     config = MDConfig(temperature_K=temperature_K, time_ps=time_ps, equilibration_ps=equilibration_ps,
                       seed=seed, substrate=substrate, structures=kinds)
+    writable_file(out, "OUT")  # before minutes of molecular dynamics
     table = measure_vibrations(config, show_progress=True)
     table["command"] = shlex.join(["hrtemnet", "vibrations", str(out), "--temperature-K",
                                    f"{temperature_K:g}", "--time-ps", f"{time_ps:g}",
@@ -174,7 +176,6 @@ def simulate_series_command(
         simulate_focal_series,
     )
     from hrtemnet.structures import read_structure
-    from hrtemnet.validation import writable_file
     from hrtemnet.vibrations import vibration_table_for
 
     if no_noise and dose is not None:
@@ -258,7 +259,6 @@ def score_command(
     from rich.table import Table
 
     from hrtemnet import metrics
-    from hrtemnet.validation import writable_file
 
     metrics.check_score_settings(width_A, height_A, match_radius_A, border_A)
     folders = metrics.check_score_inputs(truth, pred)
@@ -321,6 +321,7 @@ def evaluate_command(
     config = evaluation.EvaluationConfig(dose_e_per_A2=dose, limit=limit, seed=seed,
                                          dose_sweep_e_per_A2=tuple(parse_float_list(dose_sweep, "--dose-sweep")),
                                          dose_sweep_images=dose_sweep_images, example_index=example)
+    writable_folder(out_dir, "--out-dir", create=False)  # before the models run, not after
     result = evaluation.run(dataset, model, out_dir, config)
     console.print(evaluation.summary_table(result))
     for c in result.comparisons():
@@ -395,6 +396,7 @@ def demo_command(
 
     if n < 1 or not dose > 0:
         raise UserError("--n must be at least 1 and --dose a positive number of electrons per Å²")
+    writable_folder(out_dir, "--out-dir", create=False)
     result = run_demo(out_dir, DemoConfig(num_series=n, seed=seed, dose_e_per_A2=dose))
     for index in range(n):
         scores = ", ".join(f"{name} F1 {result.scores[name][index].f1:.3f}" for name in result.model_names)

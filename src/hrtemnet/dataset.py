@@ -27,7 +27,7 @@ from hrtemnet.errors import UserError
 from hrtemnet.progress import progress_bar
 from hrtemnet.simulation import OpticsRanges, SimulationConfig, simulate_focal_series
 from hrtemnet.structures import StructureConfig, random_structure
-from hrtemnet.validation import validate_config
+from hrtemnet.validation import validate_config, writable_folder
 
 STORE_FORMAT = "hrtemnet-series-v1"
 STRUCTURE_PARAM_NAMES = ("structure_kind", "rotation_rad", "flake_radius_A", "single_s_vacancy_rate",
@@ -171,7 +171,7 @@ def create_store(path: str | Path, config: DatasetConfig, n: int, seed: int):
     if path.exists() and not path.is_dir():
         raise UserError(f"{path} is a file, not a dataset store; give a new path for the dataset")
     if not path.exists() or not any(path.iterdir()):  # an empty folder is replaced by the new store
-        path.parent.mkdir(parents=True, exist_ok=True)
+        writable_folder(path.parent, f"dataset {path}: folder")
         building = path.parent / f".{path.name}.creating-{os.getpid()}"
         shutil.rmtree(building, ignore_errors=True)
         group = zarr.open_group(str(building), mode="w")

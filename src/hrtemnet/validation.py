@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 import tempfile
 from dataclasses import fields, is_dataclass
 from pathlib import Path
@@ -119,13 +120,23 @@ def check_number(value: float | None, name: str, minimum: float | None = 0.0, po
     return value
 
 
-def writable_folder(path: str | Path, option: str) -> Path:
+def writable_folder(path: str | Path, option: str, create: bool = True) -> Path:
     """Create the folder `path` if needed and check a file can be written in it, before any work is done.
 
-    `option` names it in messages (e.g. `--out-dir`)."""
+    `option` names it in messages (e.g. `--out-dir`). With `create=False` nothing is created: a missing
+    folder passes if its nearest existing parent is a folder this process may write in."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise UserError(f"{option} {path} is a file, not a folder; give a folder (it is created if missing)")
+    if not create and not path.exists():
+        parent = path.absolute().parent
+        while not parent.exists():
+            parent = parent.parent
+        if not parent.is_dir():
+            raise UserError(f"{option} {path} cannot be created: {parent} is a file; give another folder")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise UserError(f"{option} {path} cannot be created in {parent} (not writable); give another folder")
+        return path
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as error:
