@@ -168,6 +168,7 @@ def test_image_match_marks_which_columns_are_right():
     pred = cols((15.2, 15, S), (10, 10.1, MO), (5.1, 5, MO), (12, 5, S2))  # right, wrong class, right, false
     match = match_image(truth, pred, SIZE)
     assert len(match.truth) == 3 and len(match.pred) == 4
+    assert match.correct_pred().dtype == match.found_truth().dtype == bool  # boolean masks, to index with
     assert match.correct_pred().tolist() == [True, False, True, False]
     assert match.found_truth().tolist() == [True, False, True]
 
