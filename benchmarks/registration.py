@@ -119,7 +119,7 @@ def calibration(n: int, model: str) -> dict:
         auto = hrtemnet.predict(images, sampling_A="auto", model=model)
         rows.append({"graphene": graphene, "true": true_sampling, "stated": stated,
                      "measured": None if measured is None else measured.sampling_A,
-                     "warned": any("pixel size" in w for w in as_stated.attrs["warnings"]),
+                     "warned": any(w.startswith("pixel size") for w in as_stated.attrs["warnings"]),
                      "f1_as_stated": f1_of(as_stated, truth, images.shape, true_sampling),
                      "f1_auto": f1_of(auto, truth, images.shape, true_sampling),
                      "auto_warnings": auto.attrs["warnings"]})
@@ -138,7 +138,7 @@ def signature(n: int, model: str) -> dict:
         for name, series in (("in_range", images), ("reversed", images[::-1]), ("shuffled", shuffled)):
             table = hrtemnet.predict(np.ascontiguousarray(series), sampling_A=S, model=model)
             row[name] = any("do not look like MoS2" in w or "no columns found" in w for w in table.attrs["warnings"])
-            row[f"{name}_pixel_size_warning"] = any("pixel size" in w for w in table.attrs["warnings"])
+            row[f"{name}_pixel_size_warning"] = any(w.startswith("pixel size") for w in table.attrs["warnings"])
             row[f"{name}_alignment_warning"] = any("alignment" in w for w in table.attrs["warnings"])
             row[f"{name}_f1"] = f1_of(table, truth, images.shape)
         rows.append(row)

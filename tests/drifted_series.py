@@ -8,7 +8,8 @@ from scipy import ndimage
 from hrtemnet.dataset import DatasetConfig, columns_from_table, simulate_sample
 
 
-def in_range_config(graphene: bool, field_A: float = 38.4, sampling_A: float = 0.15) -> DatasetConfig:
+def in_range_config(graphene: bool, field_A: float = 38.4, sampling_A: float = 0.15,
+                    sheet: bool | None = None) -> DatasetConfig:
     """The first models' training window (DESIGN.md): defocus -50..-10 Å then steps of 50 ± 5 Å, no
     contamination or tilt, static lattice (fast)."""
     config = DatasetConfig()
@@ -16,6 +17,8 @@ def in_range_config(graphene: bool, field_A: float = 38.4, sampling_A: float = 0
     config.simulation.sampling_A = sampling_A
     config.structure.field_of_view_A = (field_A, field_A)
     config.structure.graphene_probability = float(graphene)
+    if sheet is not None:
+        config.structure.sheet_probability = float(sheet)
     for name, value in (("carbon_probability", 0.0), ("tilt_rad_range", (0.0, 0.0))):
         if hasattr(config.structure, name):  # realism settings, where present
             setattr(config.structure, name, value)
@@ -24,9 +27,10 @@ def in_range_config(graphene: bool, field_A: float = 38.4, sampling_A: float = 0
     return config
 
 
-def simulated_series(graphene: bool, seed: int, field_A: float = 38.4, sampling_A: float = 0.15):
-    """(noise-free images (3, H, W), true columns) of one in-range series."""
-    images, table, _ = simulate_sample(in_range_config(graphene, field_A, sampling_A), seed, 0)
+def simulated_series(graphene: bool, seed: int, field_A: float = 38.4, sampling_A: float = 0.15,
+                     sheet: bool | None = None):
+    """(noise-free images (3, H, W), true columns) of one in-range series (a sheet, a flake or either)."""
+    images, table, _ = simulate_sample(in_range_config(graphene, field_A, sampling_A, sheet), seed, 0)
     return images, columns_from_table(table)
 
 

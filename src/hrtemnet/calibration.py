@@ -166,3 +166,38 @@ def _explained(ratio: np.ndarray, angle: np.ndarray, orientation: float) -> tupl
             explained |= match
             orders[match] = order
     return explained, orders
+
+
+def lattice_constant_from_columns(xy_A: np.ndarray, min_columns: int = 12) -> float | None:
+    """The lattice constant (Å, in the units of `xy_A`) of the hexagonal lattice of Mo column positions.
+
+    Nearest-neighbour vectors give two lattice vectors; every column gets integer lattice coordinates
+    relative to the first (by rounding) and a least-squares fit `xy = origin + n a1 + m a2` over all of
+    them gives `a` to about the position error over the field's extent (0.1 % over 40 Å), far better than
+    the power spectrum's peaks of small crystals. None when there are too few columns on one lattice.
+    """
+    from scipy.spatial import cKDTree
+
+    xy = np.asarray(xy_A, dtype=np.float64).reshape(-1, 2)
+    if len(xy) < min_columns:
+        return None
+    distance, neighbour = cKDTree(xy).query(xy, k=7)
+    nearest = np.median(distance[:, 1])
+    vectors = (xy[neighbour[:, 1:]] - xy[:, None, :]).reshape(-1, 2)
+    lengths = np.hypot(*vectors.T)
+    vectors = vectors[np.abs(lengths / nearest - 1) < 0.15]
+    if len(vectors) < min_columns:
+        return None
+    angles = np.arctan2(vectors[:, 1], vectors[:, 0]) % (np.pi / 3)  # one of six directions, mod 60°
+    reference = np.angle(np.mean(np.exp(6j * angles))) / 6 % (np.pi / 3)
+    rotation = np.array([[np.cos(reference), -np.sin(reference)], [np.sin(reference), np.cos(reference)]])
+    a1 = rotation @ np.array([nearest, 0.0])
+    a2 = rotation @ np.array([nearest * 0.5, nearest * np.sqrt(3) / 2])
+    basis = np.stack([a1, a2], axis=1)
+    integer = np.rint(np.linalg.solve(basis, (xy - xy[0]).T).T)
+    on_lattice = np.hypot(*(xy - xy[0] - integer @ basis.T).T) < 0.25 * nearest
+    if on_lattice.sum() < min_columns:
+        return None
+    design = np.column_stack([np.ones(on_lattice.sum()), integer[on_lattice]])
+    solution, *_ = np.linalg.lstsq(design, xy[on_lattice], rcond=None)  # rows: origin, a1, a2
+    return float(0.5 * (np.hypot(*solution[1]) + np.hypot(*solution[2])))
