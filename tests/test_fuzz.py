@@ -771,3 +771,27 @@ def test_an_output_under_a_file_is_refused_before_any_work(tmp_path, monkeypatch
     (tmp_path / "blocker").write_text("a file where a folder should be")
     result = run(OUTPUT_COMMANDS[command](tmp_path, tmp_path / "blocker"), cwd=tmp_path)
     assert_refused(result, "blocker")
+
+
+@pytest.mark.parametrize("name", ["fftw_wisdom.pickle", "fftw_wisdom.json"])
+def test_a_crafted_fftw_wisdom_cache_runs_nothing(tmp_path, monkeypatch, name):
+    """The FFTW plan cache in ~/.cache/hrtemnet is read by every simulation: it is JSON, never unpickled."""
+    from hrtemnet import simulation
+
+    if not hasattr(simulation, "_fftw_wisdom_path"):
+        pytest.skip("no FFTW wisdom cache in this version")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(simulation, "_wisdom_loaded", False)
+    monkeypatch.setattr(simulation, "_FFT_PLANS", {})
+    (tmp_path / "cache" / "hrtemnet").mkdir(parents=True)
+    marker = tmp_path / MARKER
+    _write_pickle(tmp_path / "cache" / "hrtemnet" / name, "pickle", marker)
+    (tmp_path / "s.xyz").write_text('1\nLattice="6 0 0 0 6 0 0 0 6" Properties=species:S:1:pos:R:3 pbc="T T T"\n'
+                                    "Mo 3 3 3\n")
+    result = run(["simulate-series", tmp_path / "s.xyz", "-o", tmp_path / "o.npy", "--phonons", "0"], cwd=tmp_path)
+    assert not marker.exists(), "the pickle's code ran"
+    assert result.exit_code == 0, result.stderr
+    assert np.load(tmp_path / "o.npy").shape == (3, 40, 40)
+    cache = Path(simulation._fftw_wisdom_path())
+    if cache.read_bytes()[:1] == b"{":  # rewritten when this process measured new plans: as JSON
+        assert json.loads(cache.read_text())["wisdom"]

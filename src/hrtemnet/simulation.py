@@ -181,16 +181,19 @@ _wisdom_loaded = False
 
 def _fftw_wisdom_path() -> str:
     cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(cache, "hrtemnet", "fftw_wisdom.pickle")
+    return os.path.join(cache, "hrtemnet", "fftw_wisdom.json")
 
 
 def _fft_plans(name: str, shape: tuple[int, int, int], real: bool = False) -> tuple:
     """Unnormalised single-threaded FFTW plans over the last two axes on buffers of their own, made once per
     process, name and shape. FFTW_MEASURE planning costs seconds per shape, so its wisdom is kept in a cache
-    file (~/.cache/hrtemnet) that fresh worker processes load instead of measuring again.
+    file (~/.cache/hrtemnet) that fresh worker processes load instead of measuring again. The file is JSON
+    (base64 text of FFTW's wisdom strings), never a pickle: whoever can write to the cache must not be able
+    to run code in this process.
     Complex: (buffer, forward, backward), in place. Real: (real buffer, half spectrum, r2c, c2r)."""
     global _wisdom_loaded
-    import pickle
+    import base64
+    import json
 
     import pyfftw
 
@@ -201,8 +204,8 @@ def _fft_plans(name: str, shape: tuple[int, int, int], real: bool = False) -> tu
     if not _wisdom_loaded:
         _wisdom_loaded = True
         try:
-            with open(path, "rb") as file:
-                pyfftw.import_wisdom(pickle.load(file))
+            with open(path) as file:
+                pyfftw.import_wisdom(tuple(base64.b64decode(text) for text in json.load(file)["wisdom"]))
         except Exception:  # no cache yet or an unreadable one: measure
             pass
     wisdom = pyfftw.export_wisdom()
@@ -221,8 +224,8 @@ def _fft_plans(name: str, shape: tuple[int, int, int], real: bool = False) -> tu
         try:
             os.makedirs(os.path.dirname(path), exist_ok=True)
             tmp = f"{path}.{os.getpid()}.tmp"
-            with open(tmp, "wb") as file:
-                pickle.dump(pyfftw.export_wisdom(), file)
+            with open(tmp, "w") as file:
+                json.dump({"wisdom": [base64.b64encode(w).decode() for w in pyfftw.export_wisdom()]}, file)
             os.replace(tmp, path)
         except OSError:  # read-only home: measure again next time
             pass
