@@ -234,7 +234,7 @@ def column_score(column_probability: np.ndarray, class_probabilities: np.ndarray
 def predict_focal_series(model, series: FocalSeries, peak_config=None, align: bool = True,
                          border_A: float = BORDER_A, sampling_source: str | None = None,
                          check_sampling: bool = True, tile_px: int = TILE_PX,
-                         margin_px: int = TILE_MARGIN_PX, refine_sampling: bool = True) -> SeriesPrediction:
+                         margin_px: int = TILE_MARGIN_PX, refine_sampling: int = 3) -> SeriesPrediction:
     """Columns of one focal series `(3, H, W)` as a microscope delivers it.
 
     Parameters
@@ -247,7 +247,7 @@ def predict_focal_series(model, series: FocalSeries, peak_config=None, align: bo
     sampling_source : where `series.sampling_A` came from ("file", "given"); default from the series.
     check_sampling : measure the pixel size from the MoS2 lattice and warn when it differs by > 3 %.
     refine_sampling : with a pixel size measured from the lattice, refine it on the lattice of the Mo
-        columns found and predict again (measured: 3 % -> 0.1 % on small flakes).
+        columns found and predict again, at most this many times (small flakes: 3 % -> < 1 %).
 
     Returns
     -------
@@ -287,17 +287,36 @@ def predict_focal_series(model, series: FocalSeries, peak_config=None, align: bo
     # of the Mo columns just found gives the pixel size to ~0.1 % (when they lie on one lattice).
     from hrtemnet.calibration import MOS2_LATTICE_A, lattice_constant_from_columns
 
+    # The network, trained at one pixel size, pulls the columns of a mis-scaled input part of the way towards
+    # the lattice it knows, so a fit at a wrong pixel size sees only part of the error: `auto` iterates
+    # (at most `refine_sampling` passes, until the change is below 0.2 %), and the check warns when the spectrum
+    # says > 3 % and the columns agree by more than half that, or the columns alone say > 3 %.
     mo = columns.class_index == CLASS_NAMES.index("Mo")
     lattice_A = lattice_constant_from_columns(columns.xy_A[mo & (columns.score > 0.5)])
-    if lattice_A is not None and abs(lattice_A / MOS2_LATTICE_A - 1) < 0.1 and measured is not None:
-        measured_sampling_A = sampling_A * MOS2_LATTICE_A / lattice_A
-    if sampling_source == "lattice" and refine_sampling and measured_sampling_A != sampling_A:
-        refined = replace(series, sampling_A=measured_sampling_A)
+    fitted_sampling_A = None
+    if lattice_A is not None and abs(lattice_A / MOS2_LATTICE_A - 1) < 0.1:
+        fitted_sampling_A = sampling_A * MOS2_LATTICE_A / lattice_A
+    if sampling_source == "lattice" and refine_sampling and fitted_sampling_A is not None \
+            and abs(fitted_sampling_A / sampling_A - 1) > 0.002:
+        refined = replace(series, sampling_A=fitted_sampling_A)
         result = predict_focal_series(model, refined, peak_config, align, border_A, "lattice", False,
-                                      tile_px, margin_px, refine_sampling=False)
+                                      tile_px, margin_px, refine_sampling=int(refine_sampling) - 1)
         result.measured_sampling_A = result.sampling_A
         return result
-    if measured_sampling_A is not None and abs(sampling_A / measured_sampling_A - 1) > SAMPLING_TOLERANCE:
+    mis_stated = False
+    if measured is not None:
+        spectrum_deviation = abs(sampling_A / measured.sampling_A - 1)
+        if fitted_sampling_A is None:
+            mis_stated = spectrum_deviation > SAMPLING_TOLERANCE
+        else:
+            columns_deviation = abs(sampling_A / fitted_sampling_A - 1)
+            mis_stated = columns_deviation > SAMPLING_TOLERANCE or (
+                spectrum_deviation > SAMPLING_TOLERANCE and columns_deviation > SAMPLING_TOLERANCE / 2)
+            # the columns' value is the precise one when the stated size is right; when it is wrong they are
+            # pulled towards it, and the spectrum's is the better estimate
+            measured_sampling_A = measured.sampling_A if mis_stated and spectrum_deviation > SAMPLING_TOLERANCE \
+                else fitted_sampling_A
+    if mis_stated:
         warnings.append(f"pixel size {sampling_A:.4f} Å/px ({sampling_source}) differs from the "
                         f"{measured_sampling_A:.4f} Å/px measured from the MoS2 lattice by "
                         f"{100 * (sampling_A / measured_sampling_A - 1):+.1f} %; columns will be wrong "
