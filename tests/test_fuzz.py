@@ -795,3 +795,20 @@ def test_a_crafted_fftw_wisdom_cache_runs_nothing(tmp_path, monkeypatch, name):
     cache = Path(simulation._fftw_wisdom_path())
     if cache.read_bytes()[:1] == b"{":  # rewritten when this process measured new plans: as JSON
         assert json.loads(cache.read_text())["wisdom"]
+
+
+def test_a_store_with_pickled_object_chunks_runs_nothing(tmp_path):
+    """A zarr (v2) store whose array is of object dtype with a pickle codec: refused, nothing unpickled."""
+    store = tmp_path / "d.zarr"
+    (store / "images").mkdir(parents=True)
+    (store / ".zgroup").write_text(json.dumps({"zarr_format": 2}))
+    (store / ".zattrs").write_text(json.dumps({"format": "hrtemnet-series-v1", "n": 1}))
+    (store / "images" / ".zarray").write_text(json.dumps(
+        {"zarr_format": 2, "shape": [1], "chunks": [1], "dtype": "|O", "compressor": None, "fill_value": 0,
+         "filters": [{"id": "pickle"}], "order": "C"}))
+    (store / "images" / "0").write_bytes(pickle.dumps(Exploit(tmp_path / MARKER)))
+    for args in (["train", store, "--model", "msd", "--out", tmp_path / "run"],
+                 ["evaluate", store, "--model", tiny_model(tmp_path / "m.pt"), "--out-dir", tmp_path / "ev"],
+                 ["simulate", store, "--n", "1", "--workers", "0"]):
+        assert_refused(run(args, cwd=tmp_path), "d.zarr")
+    assert not (tmp_path / MARKER).exists()

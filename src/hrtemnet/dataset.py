@@ -244,7 +244,8 @@ def open_group(path: str | Path, mode: str = "r"):
     for name in ARRAY_NAMES:
         try:
             array = group[name]
-            if array.shape[0] != group.attrs.get("n"):
+            # float arrays only: no object dtype whose chunks a codec would unpickle
+            if array.shape[0] != group.attrs.get("n") or np.dtype(array.dtype).kind != "f":
                 raise ValueError
         except Exception:
             raise UserError(f"{path} is an incomplete dataset store (its {name} array is missing or damaged): "
