@@ -65,6 +65,7 @@ class FocalSeries:
     source: str  # what the user gave, for messages
     stem: str  # name for output files
     file_sampling_A: float | None = None  # the calibration found in the file(s), if any
+    calibration_note: str = ""  # why the file(s) give no usable calibration (e.g. "its sampling_A -1 ...")
 
     @property
     def sampling_overridden(self) -> bool:
@@ -139,13 +140,13 @@ def read_image_stack(spec: str | Path, sampling_A: float | None = None,
     images = [image for read in reads for image in read.images]
     _check_images(images, [f for f, read in zip(files, reads, strict=True) for _ in read.images])
     file_sampling_A = _agreed_sampling(reads, files)
+    notes = "; ".join(sorted({r.calibration_note for r in reads if r.calibration_note}))
     if sampling_A is None and file_sampling_A is None and require_sampling:
-        notes = "; ".join(sorted({r.calibration_note for r in reads if r.calibration_note}))
         raise UserError(f"{spec}: no pixel size in the file{' (' + notes + ')' if notes else ''}; "
                         f"give it with --sampling S (Å/px)")
     sampling = sampling_A or file_sampling_A
     return FocalSeries(np.stack(images).astype(np.float32), float("nan") if sampling is None else float(sampling),
-                       spec, stem, file_sampling_A)
+                       spec, stem, file_sampling_A, notes if file_sampling_A is None else "")
 
 
 def series_from_array(data, sampling_A: float | None = None, source: str = "array") -> FocalSeries:

@@ -271,7 +271,8 @@ def predict_focal_series(model, series: FocalSeries, peak_config=None, align: bo
         measured = measure_sampling(images, None if not np.isfinite(sampling_A) else sampling_A)
     if not np.isfinite(sampling_A):
         if measured is None:
-            raise UserError(f"{series.source}: no pixel size given and no MoS2 lattice found to measure it; "
+            note = f" ({series.calibration_note})" if series.calibration_note else ""
+            raise UserError(f"{series.source}: no pixel size given{note} and no MoS2 lattice found to measure it; "
                             f"give it with --sampling S (Å/px)")
         sampling_A, sampling_source = measured.sampling_A, "lattice"
     measured_sampling_A = None if measured is None else measured.sampling_A
@@ -566,7 +567,7 @@ def predict_files(inputs: Sequence[str], model_spec: str = "msd", sampling: floa
     peak_config = PeakConfig(**(loaded.peak_params or {}))
     if threshold is not None:
         peak_config = replace(peak_config, threshold=threshold)
-    command = command or shlex.join(["hrtemnet", "predict", *sys.argv[1:]])
+    command = command or shlex.join(["hrtemnet", *sys.argv[1:]])  # argv[1] is the command
     stems: set[str] = set()
     for spec in inputs:
         try:
@@ -653,7 +654,8 @@ def _stack_drifts(stack: FocalSeries, parts: list[FocalSeries], align: bool) -> 
 
         measured = measure_sampling(stack.images[:NUM_IMAGES], None)
         if measured is None:
-            raise UserError(f"{stack.source}: no pixel size given and no MoS2 lattice found to measure it; "
+            note = f" ({stack.calibration_note})" if stack.calibration_note else ""
+            raise UserError(f"{stack.source}: no pixel size given{note} and no MoS2 lattice found to measure it; "
                             f"give it with --sampling S (Å/px)")
         sampling_A = measured.sampling_A
     drifts, _ = series_drifts(parts, sampling_A)
