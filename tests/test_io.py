@@ -275,3 +275,114 @@ def test_resampling_keeps_positions_in_angstrom(from_A, to_A):
     assert resampled.shape == expected.shape == resampled_shape(gaussian_scene(from_A).shape, from_A, to_A)
     # measured < 0.002; skimage's `rescale` (pixel-edge alignment: a quarter-pixel shift) leaves 0.04-0.11
     assert np.abs(resampled - expected).max() < 0.01
+
+
+def read_with_axes(tmp_path, monkeypatch, axes_by_image):
+    """Three single-image .ser files whose (patched) rosettasciio reader returns the given axes per image."""
+    import importlib
+
+    series = random_series()
+    images = iter(range(3))
+
+    def reader(filename, **kwargs):
+        index = next(images)
+        return [{"data": series[index], "axes": axes_by_image[index], "metadata": {}, "original_metadata": {}}]
+
+    monkeypatch.setattr(importlib.import_module("rsciio.tia"), "file_reader", reader)
+    paths = [tmp_path / f"s{i}.ser" for i in range(3)]
+    for path in paths:
+        path.write_bytes(b"placeholder")
+    return "+".join(map(str, paths))
+
+
+def image_axes(scale_y, scale_x, units_y="nm", units_x="nm", navigation=None):
+    axes = [{"name": "y", "size": 40, "scale": scale_y, "offset": 0.0, "units": units_y, "navigate": False},
+            {"name": "x", "size": 50, "scale": scale_x, "offset": 0.0, "units": units_x, "navigate": False}]
+    return ([navigation] if navigation else []) + axes
+
+
+@pytest.mark.parametrize(
+    "axes, expected",
+    [
+        (image_axes(0.015, 0.015), 0.15),
+        (image_axes(0.01500, 0.01507), 0.15035),  # 0.5 % apart: square enough, the mean is used
+        # a navigation axis before the image axes (a stack) does not count as an image axis
+        (image_axes(0.015, 0.015, navigation={"name": "t", "size": 1, "scale": 7.0, "units": "nm", "navigate": True}),
+         0.15),
+        (image_axes(0.015, 0.015, units_y="px"), None),  # one axis uncalibrated: no calibration
+        (image_axes(1.0, 1.0, "px", "px"), None),
+        (image_axes(1.0, 1.0, "pixels", "pixels"), None),
+        (image_axes(1.0, 1.0, "<undefined>", "<undefined>"), None),
+        (image_axes(0.0, 0.0), None),  # a zero pixel size is no calibration
+    ],
+)
+def test_calibration_from_the_image_axes(tmp_path, monkeypatch, axes, expected):
+    spec = read_with_axes(tmp_path, monkeypatch, [axes] * 3)
+    if expected is None:
+        with pytest.raises(UserError, match="no pixel size"):
+            read_focal_series(spec)
+    else:
+        assert read_focal_series(spec).sampling_A == pytest.approx(expected, rel=1e-9)
+
+
+def test_calibrations_that_disagree(tmp_path, monkeypatch):
+    with pytest.raises(UserError, match="not square"):
+        read_focal_series(read_with_axes(tmp_path, monkeypatch, [image_axes(0.015, 0.0154)] * 3))
+    # frames 0.5 % apart are one magnification; 5 % apart are not
+    close = [image_axes(s, s) for s in (0.015, 0.01507, 0.015)]
+    assert read_focal_series(read_with_axes(tmp_path, monkeypatch, close)).sampling_A == pytest.approx(0.15)
+    far = [image_axes(s, s) for s in (0.015, 0.0158, 0.015)]
+    with pytest.raises(UserError, match="pixel sizes differ"):
+        read_focal_series(read_with_axes(tmp_path, monkeypatch, far))
+    # one frame without calibration: the message names that file, and only that one
+    mixed = [image_axes(0.015, 0.015), image_axes(1.0, 1.0, "px", "px"), image_axes(0.015, 0.015)]
+    with pytest.raises(UserError, match="no pixel size, while the other images have one") as error:
+        read_focal_series(read_with_axes(tmp_path, monkeypatch, mixed))
+    assert str(error.value).startswith(f"{tmp_path / 's1.ser'}:")
+
+
+@pytest.mark.parametrize("bad", [0.0, -0.1, float("nan")])
+def test_given_sampling_must_be_a_positive_number(tmp_path, bad):
+    np.save(tmp_path / "s.npy", random_series())
+    with pytest.raises(UserError, match="--sampling must be a positive pixel size"):
+        read_focal_series(tmp_path / "s.npy", sampling_A=bad)
+
+
+def test_joined_files_name_the_series_by_their_common_stem_and_problems_by_file(tmp_path):
+    series = random_series()
+    names = ["s1_-30.npy", "s1_20.npy", "s1_70.npy"]
+    for name, image in zip(names, series, strict=True):
+        np.save(tmp_path / name, image)
+    assert read_focal_series("+".join(str(tmp_path / n) for n in names), 0.15).stem == "s1"
+    for name, image in zip(["a.npy", "b.npy", "c.npy"], series, strict=True):
+        np.save(tmp_path / name, image)
+    assert read_focal_series("+".join(str(tmp_path / n) for n in ["b.npy", "a.npy", "c.npy"]), 0.15).stem == "b"
+    np.save(tmp_path / "c.npy", series[2][:, :-2])
+    joined = "+".join(str(tmp_path / n) for n in ["a.npy", "b.npy", "c.npy"])
+    with pytest.raises(UserError) as error:
+        read_focal_series(joined, 0.15)
+    assert str(error.value).startswith(f"{tmp_path / 'a.npy'} + {tmp_path / 'b.npy'} + {tmp_path / 'c.npy'}:")
+    assert "a.npy 40x50, b.npy 40x50, c.npy 40x48" in str(error.value)
+    stack = series.copy()
+    stack[1, 0, 0] = np.nan
+    np.save(tmp_path / "stack.npy", stack)
+    with pytest.raises(UserError, match=r"stack\.npy image 2: contains NaN"):
+        read_focal_series(tmp_path / "stack.npy", 0.15)
+    nan_frame = series[0].copy()
+    nan_frame[0, 0] = np.nan
+    np.save(tmp_path / "b.npy", nan_frame)
+    np.save(tmp_path / "c.npy", series[2])
+    with pytest.raises(UserError) as error:
+        read_focal_series(joined, 0.15)
+    assert str(error.value).startswith(f"{tmp_path / 'b.npy'}: contains NaN")  # no "image 1" for single files
+
+
+def test_folder_with_the_wrong_number_of_images_lists_them(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match=r"holds 0 image file\(s\) \(none\)"):
+        read_focal_series(tmp_path / "empty", 0.15)
+    (tmp_path / "two").mkdir()
+    for name in ("a.npy", "b.tif"):
+        (tmp_path / "two" / name).write_bytes(b"x")
+    with pytest.raises(UserError, match=r"holds 2 image file\(s\) \(a\.npy, b\.tif\)"):
+        read_focal_series(tmp_path / "two", 0.15)
