@@ -158,8 +158,10 @@ def register_pair(reference: np.ndarray, moving: np.ndarray, sampling_A: float,
 
 def _bragg_mask(power: np.ndarray, ring_index: np.ndarray, n_rings: int) -> np.ndarray:
     """Pixels of the (cross) power spectrum far above their ring's median: lattice reflections, dilated."""
+    from hrtemnet.calibration import ring_medians
+
     flat = power.ravel()
-    medians = np.array(ndimage.median(flat, ring_index, np.arange(n_rings)))
+    medians = ring_medians(flat, ring_index)
     peaks = (flat > BRAGG_FACTOR * np.maximum(medians[ring_index], 1e-300)).reshape(power.shape)
     return ndimage.binary_dilation(peaks, iterations=1, border_value=0)
 
