@@ -87,7 +87,7 @@ def test_unet_handles_sizes_that_are_not_multiples_of_the_pooling(depth, shape):
     assert net(x).shape == (2, 4, *shape)
 
 
-@pytest.mark.parametrize("depth,shape", [(4, (37, 50)), (3, (13, 21)), (2, (9, 6))])
+@pytest.mark.parametrize("depth,shape", [(4, (37, 50)), (3, (13, 21)), (2, (9, 6)), (4, (32, 37)), (4, (37, 32))])
 def test_unet_pads_at_the_bottom_and_right_so_pixels_keep_their_place(depth, shape):
     """Output pixel (row, col) belongs to input pixel (row, col): the network sees the input reflect-padded
     after its last row and column, so its output is the top-left crop of the output on that padded input.
@@ -112,6 +112,23 @@ def test_build_model_rejects_unknown_names_and_settings():
         build_model("resnet")
     with pytest.raises(UserError, match="bad settings"):
         build_model("msd", base_channels=16)
+
+
+def test_build_model_checks_sizes():
+    assert build_model("msd", depth=1).depth == 1 and len(build_model("msd", depth=5).weights) == 5
+    assert build_model("unet", base_channels=1, depth=1).depth == 1
+    for bad in ({"depth": 0}, {"depth": 2.5}, {"depth": True}):
+        with pytest.raises(UserError, match="bad settings"):
+            build_model("msd", **bad)
+
+
+def test_normalize_series_low_contrast_and_constant_images():
+    """Per-image zero mean and unit std even for a contrast far below 1; a constant image becomes zeros."""
+    rng = np.random.default_rng(1)
+    series = np.stack([100 + 1e-3 * rng.normal(size=(16, 16)), np.full((16, 16), 7.0), rng.normal(size=(16, 16))])
+    out = normalize_series(series)
+    assert out[0].std() == pytest.approx(1, abs=1e-4) and abs(out[0].mean()) < 1e-4
+    assert np.all(out[1] == 0)
 
 
 def test_normalize_series_per_image():

@@ -128,3 +128,48 @@ def test_abtem_is_configured_once_per_process():
     with abtem.config.set({"fftw.threads": 3}):  # a user's own setting is not overwritten by later calls
         configure_abtem()
         assert abtem.config.get("fftw.threads") == 3
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"defocus_A": (-10.0, -9.5, 0.0)},  # steps below 1 Å are still increasing
+        {"energy_eV": 1e3}, {"energy_eV": 3e6}, {"cs_A": 0.0}, {"cs_A": 1e8},
+        {"astigmatism_A": 0.0, "focal_spread_A": 0.0},
+    ],
+)
+def test_optics_accepts_the_ends_of_its_ranges(fields):
+    OpticsParams(**fields).validate()
+
+
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"defocus_A": ()}, "defocus"),
+        ({"defocus_A": (0.0, float("nan"))}, "defocus"),
+        ({"defocus_A": (0.0, 0.0, 10.0)}, "strictly increasing"),
+        ({"defocus_A": (10.0, 0.0)}, "strictly increasing"),
+        ({"energy_eV": 999.0}, "energy"),
+        ({"energy_eV": 3.1e6}, "energy"),
+        ({"cs_A": -1.0}, "cs"),
+        ({"cs_A": 1.1e8}, "cs"),
+        ({"astigmatism_A": -1.0}, "astigmatism"),
+        ({"focal_spread_A": -1.0}, "focal.spread"),
+    ],
+)
+def test_optics_refuses_values_outside_its_ranges(fields, message):
+    from hrtemnet.errors import UserError
+
+    with pytest.raises(UserError, match=f"(?i){message}"):  # the message names what is wrong
+        OpticsParams(**fields).validate()
+
+
+def test_simulation_grid_is_the_smallest_fast_fft_size():
+    from scipy import fft as sp_fft
+
+    from hrtemnet.simulation import simulation_gpts
+
+    assert simulation_gpts(256, 2) == 512 and simulation_gpts(49, 2) == 98  # 98 = 2 * 7²: fast for complex FFTs
+    for n, oversampling in ((100, 2), (257, 2), (193, 3)):
+        size = simulation_gpts(n, oversampling)
+        assert size >= n * oversampling and size == sp_fft.next_fast_len(n * oversampling, real=False)
