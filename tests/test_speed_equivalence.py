@@ -108,3 +108,14 @@ def test_fast_multislice_equals_abtem_pipeline(phonons, structure_seed):
     reference = abtem_pipeline_focal_series(atoms, optics, config, seed=5)
     assert fast.shape == reference.shape and fast.dtype == np.float32
     np.testing.assert_allclose(fast, reference, atol=2e-5, rtol=0)
+
+
+def test_strips_run_on_one_thread_and_restore_the_setting():
+    net = MSDNet(depth=4)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        net.forward_strips(torch.randn(1, 3, 20, 20))
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)

@@ -316,7 +316,14 @@ class MSDNet(nn.Module):
         if min(x.shape[-2:]) <= largest_dilation:  # too small to pad once by reflection: the whole-image form
             with torch.no_grad():
                 return self._final(_MSDLayers.apply(x, self.biases, self.group_size, self.width, *self.weights))
-        return _msd_forward_strips(self, x, strip_rows)
+        # One thread: the strip loop makes ~10^4 small multiplies per 1024² image, and with 2 threads each one
+        # synchronises them; on shared cores that made it 3-8x slower than one thread (benchmarks/RESULTS.md).
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return _msd_forward_strips(self, x, strip_rows)
+        finally:
+            torch.set_num_threads(threads)
 
     def forward_naive(self, x: torch.Tensor) -> torch.Tensor:
         """The textbook form (torch.cat + conv2d per map) on the same parameters: reference and benchmark."""
