@@ -114,3 +114,14 @@ def test_export_formats(tmp_path, rendered, fake_loaded):
     np.testing.assert_allclose(napari["axis-0"], full["row_px"], atol=1e-3)
     result = runner.invoke(app, ["predict", str(tmp_path / "s.npz"), "--format", "xml"])
     assert result.exit_code == 2 and "--format" in result.output
+
+
+def test_time_series_drift_of_an_unrelated_series_is_warned(rendered):
+    other = rendered.copy()
+    other[0] = np.linspace(0, 1, other.shape[-1])[None, :] * np.ones_like(other[0])  # a ramp: nothing to align
+    table = hrtemnet.predict(np.concatenate([rendered, rendered, other]), sampling_A=S, model=fake_model())
+    assert sorted(set(table["series"])) == [0, 1, 2]
+    drift_warnings = [[w for w in attrs["warnings"] if "drift against series 0" in w]
+                      for attrs in table.attrs["series"]]
+    assert drift_warnings[0] == [] and drift_warnings[1] == [] and len(drift_warnings[2]) == 1
+    assert table.attrs["series"][1]["drift_A"] == pytest.approx([0.0, 0.0], abs=0.05)

@@ -114,12 +114,13 @@ def predict(series, sampling_A=None, model="msd", align: bool = True, border_A: 
     if threshold is not None:
         peak_config = replace(peak_config, threshold=threshold)
     parts = split_stack(stack)
-    drifts = np.zeros((len(parts), 2))
+    drifts, drift_warnings = np.zeros((len(parts), 2)), [[] for _ in parts]
     frames = []
     for index, part in enumerate(parts):
         prediction = predict_focal_series(loaded, part, peak_config, align, border_A, source)
         if index == 0 and len(parts) > 1 and align:
-            drifts, _ = series_drifts(parts, prediction.sampling_A)
+            drifts, drift_warnings = series_drifts(parts, prediction.sampling_A)
+        prediction.warnings += drift_warnings[index]
         if index > 0:
             prediction.drift_A = drifts[index]
             prediction.columns = type(prediction.columns)(prediction.columns.xy_A - drifts[index],

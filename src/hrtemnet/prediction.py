@@ -384,13 +384,17 @@ def split_stack(series: FocalSeries, frames_per_series: int = NUM_IMAGES) -> lis
                     stem=series.stem if k == 1 else f"{series.stem}_{i:04d}") for i in range(k)]
 
 
-def series_drifts(stack: list[FocalSeries], sampling_A: float) -> tuple[np.ndarray, list[str]]:
-    """(k, 2) drift (dx, dy) in Å of each series' first image relative to the first series' first image."""
-    from hrtemnet.registration import register_frames
+def series_drifts(stack: list[FocalSeries], sampling_A: float) -> tuple[np.ndarray, list[list[str]]]:
+    """(k, 2) drift (dx, dy) in Å of each series' first image relative to the first series' first image, and
+    the warnings of each series' drift (empty lists where it is trustworthy)."""
+    from hrtemnet.registration import MIN_PEAK_SNR, register_frames
 
     firsts = np.stack([s.images[0] for s in stack])
     registration = register_frames(firsts, sampling_A)
-    warnings = [w.replace("frame ", "series ", 1) for w in registration.warnings]
+    warnings = [[] if snr >= MIN_PEAK_SNR else
+                [f"drift against series 0 unreliable (correlation peak {snr:.1f} x its background, < "
+                 f"{MIN_PEAK_SNR:g}): positions may not be comparable with the other series"]
+                for snr in registration.peak_snr]
     return registration.shifts_A, warnings
 
 
@@ -597,7 +601,7 @@ def predict_files(inputs: Sequence[str], model_spec: str = "msd", sampling: floa
 
 
 def _predict_one(model, series: FocalSeries, peak_config, align, border_A, source, out_dir, fmt, plot, sha256,
-                 model_spec, command, drift_A=None, index=0, count=1) -> FileResult:
+                 model_spec, command, drift_A=None, index=0, count=1, drift_warnings=()) -> FileResult:
     if not np.isfinite(series.sampling_A) and source != "lattice":
         source = "lattice"  # no calibration anywhere: measure it (the result says so)
     prediction = predict_focal_series(model, series, peak_config, align, border_A, source)
@@ -605,6 +609,7 @@ def _predict_one(model, series: FocalSeries, peak_config, align, border_A, sourc
         prediction.drift_A = np.asarray(drift_A, dtype=np.float64)
         prediction.columns = Columns(prediction.columns.xy_A - prediction.drift_A, prediction.columns.class_index,
                                      prediction.columns.score)
+    prediction.warnings += list(drift_warnings)
     header = metadata_lines(prediction, str(model_spec), sha256, command, series.source)
     path = write_prediction_table(output_path(out_dir, series.stem, fmt), prediction, header, fmt)
     result = FileResult(series.source, series.stem, path, prediction, index, count)
@@ -632,9 +637,10 @@ def _predict_time_series(model, stack, parts, peak_config, align, border_A, sour
                 result = FileResult(part.source, part.stem, path, None, index, len(parts), skipped=True)
             else:
                 if drifts is None:  # one registration of all first images, once something is left to do
-                    drifts = _stack_drifts(stack, parts, align)
+                    drifts, drift_warnings = _stack_drifts(stack, parts, align)
                 result = _predict_one(model, part, peak_config, align, border_A, source, out_dir, fmt, plot,
-                                      sha256, model_spec, command, drifts[index], index, len(parts))
+                                      sha256, model_spec, command, drifts[index], index, len(parts),
+                                      drift_warnings[index])
                 summary = result.prediction.summary()
                 rows.append({"counts": summary.counts, "s_vacancy_fraction": summary.s_vacancy_fraction,
                              "drift_A": tuple(result.prediction.drift_A)})
@@ -644,10 +650,11 @@ def _predict_time_series(model, stack, parts, peak_config, align, border_A, sour
             yield result
 
 
-def _stack_drifts(stack: FocalSeries, parts: list[FocalSeries], align: bool) -> np.ndarray:
-    """(k, 2) drift of each series' first image against the first series' (zeros without alignment)."""
+def _stack_drifts(stack: FocalSeries, parts: list[FocalSeries], align: bool) -> tuple[np.ndarray, list[list[str]]]:
+    """(k, 2) drift of each series' first image against the first series' (zeros without alignment), and
+    each series' drift warnings."""
     if not align:
-        return np.zeros((len(parts), 2))
+        return np.zeros((len(parts), 2)), [[] for _ in parts]
     sampling_A = stack.sampling_A
     if not np.isfinite(sampling_A):
         from hrtemnet.calibration import measure_sampling
@@ -658,8 +665,7 @@ def _stack_drifts(stack: FocalSeries, parts: list[FocalSeries], align: bool) -> 
             raise UserError(f"{stack.source}: no pixel size given{note} and no MoS2 lattice found to measure it; "
                             f"give it with --sampling S (Å/px)")
         sampling_A = measured.sampling_A
-    drifts, _ = series_drifts(parts, sampling_A)
-    return drifts
+    return series_drifts(parts, sampling_A)
 
 
 def _finish_time_series(result: FileResult, stack, rows, out_dir, plot, dose_per_series) -> None:
