@@ -78,7 +78,7 @@ def write_columns_csv(path: str | Path, columns: Columns, sampling_A: float | No
 def read_columns_csv(path: str | Path) -> Columns:
     """Read a column CSV with at least `x_A,y_A,class` (score optional, defaults to 1).
 
-    Leading `#` comment lines (DESIGN.md) and a UTF-8 byte-order mark (spreadsheet exports) are allowed."""
+    Leading `#` comment lines (docs/conventions.md) and a UTF-8 byte-order mark (spreadsheet exports) are allowed."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: no such file")

@@ -13,7 +13,7 @@ tifffile's default planar stacks), TIFF calibration with rosettasciio first (it 
 tags), then ImageJ metadata and centimetre resolution tags. Every problem a user can fix raises a
 `UserError` naming the file and the fix.
 
-Resampling keeps DESIGN.md's convention that pixel `i` has its centre at `i * s`: a position in Å
+Resampling keeps the convention (docs/conventions.md) that pixel `i` has its centre at `i * s`: a position in Å
 means the same place before and after, so columns found at one sampling need no conversion.
 """
 

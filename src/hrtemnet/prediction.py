@@ -565,7 +565,7 @@ def predict_files(inputs: Sequence[str], model_spec: str = "msd", sampling: floa
     if dose_per_series is not None and not dose_per_series > 0:
         raise UserError(f"--dose-per-series must be a positive dose in e/Å² (got {dose_per_series})")
     writable_folder(out_dir, "--out-dir")  # before any network runs
-    torch.set_flush_denormal(True)  # DESIGN.md: denormals slow the CPU convolutions
+    torch.set_flush_denormal(True)  # denormals slow the CPU convolutions
     loaded = load_model(model_spec)
     sha256 = model_sha256(model_spec)
     peak_config = PeakConfig(**(loaded.peak_params or {}))

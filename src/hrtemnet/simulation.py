@@ -54,7 +54,7 @@ class OpticsParams:
 
 @dataclass
 class OpticsRanges:
-    """Ranges the optics of a training sample are drawn from (DESIGN.md), uniform unless stated."""
+    """Ranges the optics of a training sample are drawn from (docs/training_distribution.md), uniform unless stated."""
 
     first_defocus_A_range: tuple[float, float] = (-50.0, -10.0)
     defocus_step_A_range: tuple[float, float] = (45.0, 55.0)

@@ -34,7 +34,7 @@ STRUCTURE_KINDS = ("sheet", "hexagonal_flake", "irregular_flake")
 
 @dataclass
 class StructureConfig:
-    """How random MoS2 structures are drawn (DESIGN.md's default training distribution)."""
+    """How random MoS2 structures are drawn (the defaults are listed in docs/training_distribution.md)."""
 
     field_of_view_A: tuple[float, float] = (38.4, 38.4)  # (x extent, y extent) of the cell
     sheet_probability: float = 0.5  # otherwise a flake (hexagonal or irregular, half each)

@@ -1,6 +1,6 @@
 """Checks made before any work starts: config dataclasses, numbers given as options, output paths.
 
-Configs are checked completely by the naming convention of their fields (DESIGN.md: units in field names),
+Configs are checked completely by the naming convention of their fields (docs/conventions.md: units in field names),
 so a field added later is covered without a new check:
 
 - every number is finite; `int` fields are whole numbers, `bool` fields true/false, `str` fields text;
