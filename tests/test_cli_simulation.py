@@ -5,7 +5,7 @@ from ase.io import write
 from typer.testing import CliRunner
 
 from hrtemnet.cli import app
-from hrtemnet.structures import random_structure
+from hrtemnet.structures import StructureConfig, random_structure
 
 runner = CliRunner()
 
@@ -20,7 +20,7 @@ def one_line_error(result):
 @pytest.fixture
 def structure_file(tmp_path):
     path = tmp_path / "mos2.extxyz"
-    write(path, random_structure(np.random.default_rng(0)).atoms)
+    write(path, random_structure(np.random.default_rng(0), StructureConfig(carbon_probability=0.0)).atoms)
     return path
 
 

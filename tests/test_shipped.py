@@ -120,7 +120,8 @@ def test_shipped_msd_gives_the_same_columns_on_a_large_series_as_on_its_tiles():
     )
     from hrtemnet.structures import StructureConfig, random_structure
 
-    sample = random_structure(np.random.default_rng(8), StructureConfig(sheet_probability=1.0))
+    sample = random_structure(np.random.default_rng(8), StructureConfig(sheet_probability=1.0, carbon_probability=0.0,
+                                                                     tilt_rad_range=(0.0, 0.0)))
     clean = simulate_focal_series(sample.atoms, OpticsParams(), SimulationConfig(num_phonons=2))
     small, _ = add_imaging_noise(clean, 0.15, np.random.default_rng(0), NoiseConfig(dose_e_per_A2=5e4))
     large = np.tile(small, (1, 4, 4))

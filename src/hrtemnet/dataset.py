@@ -31,7 +31,8 @@ from hrtemnet.validation import validate_config, writable_folder
 
 STORE_FORMAT = "hrtemnet-series-v1"
 STRUCTURE_PARAM_NAMES = ("structure_kind", "rotation_rad", "flake_radius_A", "single_s_vacancy_rate",
-                         "mo_vacancy_rate", "substrate_graphene", "graphene_rotation_rad", "num_atoms")
+                         "mo_vacancy_rate", "substrate_graphene", "graphene_rotation_rad", "num_atoms",
+                         "carbon_top_A", "carbon_bottom_A", "carbon_density_g_cm3", "tilt_rad", "tilt_axis_rad")
 OPTICS_PARAM_NAMES = ("cs_A", "astigmatism_A", "astigmatism_angle_rad", "focal_spread_A", "energy_eV")
 COLUMN_AREA_A2 = 4.3  # area per column in MoS2 (2 columns per 8.65 Å² cell), to size the column table
 # Largest simulation grid side (image side times oversampling): one 8192² complex128 wave is 1 GB, and abTEM
@@ -105,6 +106,20 @@ class DatasetConfig:
     def max_columns(self) -> int:
         width, height = self.structure.field_of_view_A
         return int(width * height / COLUMN_AREA_A2 * 1.3) + 16
+
+
+# Fields added with the realism distribution, and the value that means "not drawn": a config recorded before
+# they existed (an older store or model card) describes data without them.
+ABSENT_MEANS_OFF = {"structure": {"carbon_probability": 0.0, "tilt_rad_range": (0.0, 0.0)}}
+
+
+def recorded_config(data: dict) -> DatasetConfig:
+    """The DatasetConfig a store or model card recorded; realism fields it lacks are off (see ABSENT_MEANS_OFF)."""
+    data = json.loads(json.dumps(data))
+    for section, defaults in ABSENT_MEANS_OFF.items():
+        for name, value in defaults.items():
+            data.setdefault(section, {}).setdefault(name, value)
+    return DatasetConfig.from_dict(data)
 
 
 def load_config(path: str | Path | None) -> DatasetConfig:

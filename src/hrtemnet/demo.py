@@ -21,7 +21,8 @@ class DemoConfig:
 
 def simulate_demo_series(config: DemoConfig, progress: bool = True):
     """Fresh focal series with labels, half of them on graphene, as an in-memory store."""
-    from hrtemnet.dataset import DatasetConfig, InMemorySeries, columns_from_table, simulate_sample
+    from hrtemnet.dataset import InMemorySeries, columns_from_table, recorded_config, simulate_sample
+    from hrtemnet.models import load_model
     from hrtemnet.progress import progress_bar
     from hrtemnet.vibrations import vibration_table_for
 
@@ -30,7 +31,8 @@ def simulate_demo_series(config: DemoConfig, progress: bool = True):
     with progress_bar("series", progress) as bar:
         task = bar.add_task("simulating", total=config.num_series)
         for index in range(config.num_series):
-            dataset_config = DatasetConfig()
+            # the distribution the shipped MSD-net was trained on, from its model card
+            dataset_config = recorded_config(load_model("msd").card["training_set"]["config"])
             dataset_config.simulation.num_phonons = config.num_phonons
             dataset_config.structure.graphene_probability = float(index % 2)
             images, table_rows, params = simulate_sample(dataset_config, config.seed, index, table)

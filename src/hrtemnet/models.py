@@ -3,14 +3,14 @@
 Both map a normalised focal series `(B, 3, H, W)` to logits `(B, NUM_LABELS, H, W)` (background, Mo,
 S2, S) and are fully convolutional: train on crops, infer on whole images of any size.
 
-MSD-net speed (measured in benchmarks/RESULTS.md): the textbook form concatenates all earlier maps for every layer and runs a
-one-output-channel `conv2d`, which is slow on CPUs (~4 GFLOP/s) and keeps a copy of the growing stack per
-layer. `MSDNet.forward` instead keeps every map in one preallocated buffer laid out `(C, B, H, W)` so that
-the maps a layer reads are one contiguous block. A layer is then one matrix multiply (its 9 taps x k input
-channels against the block; 25-55 GFLOP/s) giving 9 planes, summed after shifting each by its tap offset
-at the layer's dilation. Layers are processed in groups: the block of maps that exist before the group is
-multiplied once for all layers of the group, the few maps made inside the group are added per layer. The
-backward pass is a custom autograd function that needs only the stored maps (the ReLU mask is `map > 0`)
+MSD-net speed (measured in benchmarks/RESULTS.md): the textbook form concatenates all earlier maps for every
+layer and runs a one-output-channel `conv2d`, which is slow on CPUs (~4 GFLOP/s) and keeps a copy of the
+growing stack per layer. `MSDNet.forward` instead keeps every map in one preallocated buffer laid out `(C, B,
+H, W)` so that the maps a layer reads are one contiguous block. A layer is then one matrix multiply (its 9
+taps x k input channels against the block; 25-55 GFLOP/s) giving 9 planes, summed after shifting each by its
+tap offset at the layer's dilation. Layers are processed in groups: the block of maps that exist before the
+group is multiplied once for all layers of the group, the few maps made inside the group are added per layer.
+The backward pass is a custom autograd function that needs only the stored maps (the ReLU mask is `map > 0`)
 and one gradient buffer. `MSDNet.forward_naive` is the textbook form on the same parameters.
 
 Inference on large images (`MSDNet.forward_strips`, used by `forward` whenever no gradient is needed): the

@@ -10,7 +10,7 @@ pixel (row, col) centre stays at (x, y) = (col * s, row * s).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from ase import Atoms
@@ -56,8 +56,9 @@ class OpticsParams:
 class OpticsRanges:
     """Ranges the optics of a training sample are drawn from (docs/training_distribution.md), uniform unless stated."""
 
-    first_defocus_A_range: tuple[float, float] = (-50.0, -10.0)
-    defocus_step_A_range: tuple[float, float] = (45.0, 55.0)
+    # Focal series as people take them: the absolute defocus is known poorly, the step roughly.
+    first_defocus_A_range: tuple[float, float] = (-150.0, 100.0)
+    defocus_step_A_range: tuple[float, float] = (20.0, 120.0)
     num_defocus: int = 3
     cs_A_range: tuple[float, float] = (5e4, 25e4)
     astigmatism_A_range: tuple[float, float] = (0.0, 50.0)
@@ -96,12 +97,45 @@ class SimulationConfig:
 
 
 @dataclass
-class NoiseConfig:
-    """Imaging noise applied to noise-free intensities (vacuum intensity = 1)."""
+class CameraConfig:
+    """A camera after its gain reference: what is left of it in the recorded image, drawn per series.
 
-    dose_e_per_A2_range: tuple[float, float] = (1e4, 1e5)  # drawn log-uniform
+    Electrons are counted with a gain (counts per electron) and a residual per-pixel gain non-uniformity,
+    read noise is added, counts are offset and rounded to integers; the image is then calibrated back
+    (offset subtracted, divided by the gain and the electrons per pixel), so its mean stays the noise-free
+    mean. Gain matters through integer rounding (quantisation) at low gain; read noise at low dose.
+    """
+
+    gain_counts_per_e_range: tuple[float, float] = (0.5, 10.0)
+    offset_counts_range: tuple[float, float] = (0.0, 100.0)
+    read_noise_e_range: tuple[float, float] = (0.0, 2.0)  # rms, in electrons per pixel
+    gain_nonuniformity_range: tuple[float, float] = (0.0, 0.02)  # rms relative per-pixel gain error
+    pixel_mtf: bool = True  # the pixel's square aperture: sinc(f_x s) sinc(f_y s) on the intensity
+
+
+@dataclass
+class NoiseConfig:
+    """Imaging noise applied to noise-free intensities (vacuum intensity = 1), drawn per series in this order:
+    pixel aperture MTF, Poisson counting at the dose, detector point spread (a Gaussian), camera.
+
+    The one noise model of the project: training draws from it on the fly, `evaluate` and the demo use it with
+    the seed rule of `noise_rng`, and model cards record it."""
+
+    dose_e_per_A2_range: tuple[float, float] = (1e3, 1e5)  # drawn log-uniform
     dose_e_per_A2: float | None = None  # fixed dose instead of the range
     blur_sigma_px_range: tuple[float, float] = (0.3, 0.8)  # detector MTF as a Gaussian, in output px
+    camera: CameraConfig | None = field(default_factory=CameraConfig)  # None: ideal counting, no camera
+
+    @classmethod
+    def from_dict(cls, data: dict | None) -> NoiseConfig:
+        """From `asdict` output (model cards, run configs); lists become tuples."""
+        if data is None:
+            return cls()
+        data = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        camera = data.pop("camera", None)
+        camera = None if camera is None else CameraConfig(
+            **{k: tuple(v) if isinstance(v, list) else v for k, v in camera.items()})
+        return cls(**data, camera=camera)
 
 
 _abtem_configured = False  # abTEM's config is global to the process: set it once
@@ -423,15 +457,52 @@ def apply_dose_noise(images: np.ndarray, dose_e_per_A2: float, sampling_A: float
     return (counts / electrons_per_pixel).astype(np.float32)
 
 
+def apply_pixel_mtf(images: np.ndarray) -> np.ndarray:
+    """Multiply each image's spectrum by the pixel aperture's MTF, sinc(f_row) sinc(f_col) in cycles/pixel."""
+    rows = np.sinc(np.fft.fftfreq(images.shape[-2]))
+    cols = np.sinc(np.fft.rfftfreq(images.shape[-1]))
+    spectrum = np.fft.rfft2(images) * (rows[:, None] * cols[None, :])
+    return np.fft.irfft2(spectrum, s=images.shape[-2:]).astype(np.float32)
+
+
+def apply_camera(intensities: np.ndarray, electrons_per_pixel: float, camera: CameraConfig,
+                 rng: np.random.Generator) -> np.ndarray:
+    """Record counted intensities (vacuum ≈ 1) with a camera drawn from `camera`, then calibrate back."""
+    gain = rng.uniform(*camera.gain_counts_per_e_range)
+    offset = rng.uniform(*camera.offset_counts_range)
+    read_noise = rng.uniform(*camera.read_noise_e_range)
+    nonuniformity = rng.uniform(*camera.gain_nonuniformity_range)
+    electrons = intensities * electrons_per_pixel
+    pixel_gain = gain * (1 + nonuniformity * rng.standard_normal(intensities.shape[-2:]))
+    counts = np.round(pixel_gain * (electrons + read_noise * rng.standard_normal(electrons.shape)) + offset)
+    return ((counts - offset) / (gain * electrons_per_pixel)).astype(np.float32)
+
+
+def draw_dose(noise: NoiseConfig, rng: np.random.Generator) -> float:
+    """The fixed dose, or one drawn log-uniform from the range (e/Å²)."""
+    if noise.dose_e_per_A2 is not None:
+        return float(noise.dose_e_per_A2)
+    low, high = np.log(noise.dose_e_per_A2_range[0]), np.log(noise.dose_e_per_A2_range[1])
+    return float(np.exp(rng.uniform(low, high)))
+
+
 def add_imaging_noise(images: np.ndarray, sampling_A: float, rng: np.random.Generator,
                       noise: NoiseConfig | None = None) -> tuple[np.ndarray, float]:
-    """Dose noise then detector blur, drawn from `noise` (a fixed dose if it sets one). Returns (images, dose)."""
+    """Pixel MTF, dose noise, detector blur and camera, drawn from `noise` (a fixed dose if it sets one).
+
+    Returns (images in units of the vacuum intensity, dose in e/Å²)."""
     noise = noise or NoiseConfig()
-    if noise.dose_e_per_A2 is not None:
-        dose = float(noise.dose_e_per_A2)
-    else:
-        low, high = np.log(noise.dose_e_per_A2_range[0]), np.log(noise.dose_e_per_A2_range[1])
-        dose = float(np.exp(rng.uniform(low, high)))
+    dose = draw_dose(noise, rng)
+    if noise.camera is not None and noise.camera.pixel_mtf:
+        images = apply_pixel_mtf(images)
     noisy = apply_dose_noise(images, dose, sampling_A, rng)
     sigma_px = float(rng.uniform(*noise.blur_sigma_px_range))
-    return apply_detector_blur(noisy, sigma_px).astype(np.float32), dose
+    noisy = apply_detector_blur(noisy, sigma_px)
+    if noise.camera is not None:
+        noisy = apply_camera(noisy, dose * sampling_A**2, noise.camera, rng)
+    return noisy.astype(np.float32), dose
+
+
+def noise_rng(seed: int, index: int) -> np.random.Generator:
+    """The noise of evaluation image `index`: the same for every model and run (`evaluate`, training validation)."""
+    return np.random.default_rng([seed, index])

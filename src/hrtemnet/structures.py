@@ -45,6 +45,14 @@ class StructureConfig:
     graphene_probability: float = 0.5
     graphene_gap_A: float = 3.3  # graphene plane to lower S plane
     vacuum_A: float = 2.0  # above and below the atoms along z
+    # Amorphous carbon contamination (never labelled): a layer on top, below or both, in about half the samples.
+    carbon_probability: float = 0.5
+    carbon_thickness_A_range: tuple[float, float] = (0.0, 10.0)  # per layer
+    carbon_density_g_cm3_range: tuple[float, float] = (1.8, 2.2)
+    carbon_min_distance_A: float = 1.3  # random close packing with this hard-core distance (a-C bonds: 1.4-1.5 Å)
+    carbon_gap_A: float = 2.5  # layer surface to the nearest MoS2 S plane or graphene sheet (a van der Waals gap)
+    # Specimen tilt: the whole specimen is rotated by up to this angle about a random in-plane axis.
+    tilt_rad_range: tuple[float, float] = (0.0, 0.0349)  # 0-2°
 
     def __post_init__(self):
         self.field_of_view_A = tuple(float(v) for v in self.field_of_view_A)
@@ -141,11 +149,61 @@ def graphene_positions(extent: np.ndarray, rng: np.random.Generator) -> tuple[np
     return xy, rotation
 
 
+# Amorphous carbon: 12.011 g/mol; g/cm³ -> atoms/Å³.
+CARBON_ATOMS_PER_A3_PER_G_CM3 = 6.02214076e23 / 12.011 / 1e24
+
+
+def amorphous_carbon_positions(extent: np.ndarray, z_range_A: tuple[float, float], density_g_cm3: float,
+                               min_distance_A: float, rng: np.random.Generator) -> np.ndarray:
+    """Random carbon positions (n, 3) filling a periodic slab at the given density, no two closer than
+    `min_distance_A` (random sequential packing: overlapping atoms are redrawn until none remain).
+
+    At 2 g/cm³ and 1.3 Å this is ~12 % packing, far from jamming, so a few redraw rounds suffice. It gives the
+    right density and a hard core, which is what a 50-80 keV image of a-C sees (a speckle background)."""
+    z_low, z_high = z_range_A
+    volume = float(extent[0] * extent[1] * (z_high - z_low))
+    n = int(round(volume * density_g_cm3 * CARBON_ATOMS_PER_A3_PER_G_CM3))
+    if n == 0:
+        return np.zeros((0, 3))
+    low, high = np.array([0.0, 0.0, z_low]), np.array([extent[0], extent[1], z_high])
+    positions = rng.uniform(low, high, size=(n, 3))
+    box = np.array([extent[0], extent[1], 1e9])  # periodic in x, y only
+    for _ in range(200):
+        pairs = cKDTree(positions, boxsize=box).query_pairs(min_distance_A, output_type="ndarray")
+        if len(pairs) == 0:
+            break
+        redraw = np.unique(pairs[:, 1])
+        positions[redraw] = rng.uniform(low, high, size=(len(redraw), 3))
+    return positions
+
+
+def draw_contamination(rng: np.random.Generator, config: StructureConfig) -> dict:
+    """Carbon layer thicknesses (top, bottom) in Å and density; zero thickness when there is none."""
+    top = bottom = 0.0
+    density = float(np.mean(config.carbon_density_g_cm3_range))
+    if config.carbon_probability > 0 and config.carbon_thickness_A_range[1] > 0:
+        present = rng.random() < config.carbon_probability
+        side = int(rng.integers(3))  # 0 top, 1 bottom, 2 both
+        thickness = rng.uniform(*config.carbon_thickness_A_range, size=2)
+        density = float(rng.uniform(*config.carbon_density_g_cm3_range))
+        if present:
+            top = float(thickness[0]) if side in (0, 2) else 0.0
+            bottom = float(thickness[1]) if side in (1, 2) else 0.0
+    return {"carbon_top_A": top, "carbon_bottom_A": bottom, "carbon_density_g_cm3": density}
+
+
 def columns_to_atoms(xy: np.ndarray, classes: np.ndarray, s_missing_top: np.ndarray,
-                     extent: np.ndarray, carbon_xy: np.ndarray | None, config: StructureConfig) -> Atoms:
-    """Stack atoms on the columns: Mo in the middle plane, S above and below, graphene underneath."""
-    z_carbon = config.vacuum_A
+                     extent: np.ndarray, carbon_xy: np.ndarray | None, config: StructureConfig,
+                     contamination: dict | None = None, rng: np.random.Generator | None = None) -> Atoms:
+    """Stack atoms on the columns: Mo in the middle plane, S above and below, graphene underneath, and
+    amorphous carbon layers (`contamination` from `draw_contamination`) above the top and below the bottom."""
+    contamination = contamination or {"carbon_top_A": 0.0, "carbon_bottom_A": 0.0}
+    bottom_A, top_A = contamination["carbon_bottom_A"], contamination["carbon_top_A"]
+    z_bottom_carbon = config.vacuum_A
+    z_carbon = z_bottom_carbon + (bottom_A + config.carbon_gap_A if bottom_A > 0 else 0.0)
     z_s_low = z_carbon + (config.graphene_gap_A if carbon_xy is not None else 0.0)
+    if carbon_xy is None and bottom_A > 0:
+        z_s_low = z_carbon  # the a-C layer sits directly under the S plane, a gap below it
     z_mo = z_s_low + MOS2_S_S_HEIGHT_A / 2
     z_s_high = z_s_low + MOS2_S_S_HEIGHT_A
     symbols, positions = [], []
@@ -162,13 +220,55 @@ def columns_to_atoms(xy: np.ndarray, classes: np.ndarray, s_missing_top: np.ndar
     if carbon_xy is not None:
         symbols += ["C"] * len(carbon_xy)
         positions += [(x, y, z_carbon) for x, y in carbon_xy]
-    height = z_s_high + config.vacuum_A
+    height = z_s_high
+    layers = []
+    if bottom_A > 0:
+        layers.append((z_bottom_carbon, z_bottom_carbon + bottom_A))
+    if top_A > 0:
+        layers.append((z_s_high + config.carbon_gap_A, z_s_high + config.carbon_gap_A + top_A))
+        height = layers[-1][1]
+    for z_range in layers:
+        if rng is None:
+            raise ValueError("columns_to_atoms needs an rng to place amorphous carbon")
+        carbon = amorphous_carbon_positions(extent, z_range, contamination["carbon_density_g_cm3"],
+                                            config.carbon_min_distance_A, rng)
+        symbols += ["C"] * len(carbon)
+        positions += [tuple(p) for p in carbon]
+    height += config.vacuum_A
     return Atoms(symbols=symbols, positions=np.array(positions).reshape(-1, 3),
                  cell=[extent[0], extent[1], height], pbc=True)
 
 
-def atomic_plane_boundaries(atoms: Atoms, tolerance_A: float = 0.5) -> tuple[float, ...]:
-    """Slice thicknesses with one slice per atomic plane (boundaries half-way between planes)."""
+def tilt_specimen(atoms: Atoms, columns: Columns, tilt_rad: float, axis_angle_rad: float,
+                  z_centre_A: float) -> tuple[Atoms, Columns]:
+    """Rotate the specimen by `tilt_rad` about an in-plane axis at angle `axis_angle_rad` from x, through the
+    cell centre at height `z_centre_A` (the Mo plane). Columns move with the Mo plane (their projected centre);
+    atoms are wrapped back into the periodic cell. A 2° tilt moves the two S atoms of an S2 column apart by
+    2 · 1.585 Å · sin 2° = 0.11 Å in projection, and an atom 10 Å above the plane by 0.35 Å."""
+    if tilt_rad == 0:
+        return atoms, columns
+    from scipy.spatial.transform import Rotation
+
+    axis = np.array([np.cos(axis_angle_rad), np.sin(axis_angle_rad), 0.0])
+    rotation = Rotation.from_rotvec(tilt_rad * axis).as_matrix()
+    extent = np.array([atoms.cell[0, 0], atoms.cell[1, 1]])
+    centre = np.array([extent[0] / 2, extent[1] / 2, z_centre_A])
+    tilted = atoms.copy()
+    tilted.positions = (atoms.positions - centre) @ rotation.T + centre
+    z_low = tilted.positions[:, 2].min() - atoms.positions[:, 2].min()
+    tilted.positions[:, 2] -= min(z_low, 0.0)  # keep the vacuum below the lowest atom
+    tilted.cell[2, 2] = tilted.positions[:, 2].max() + (atoms.cell[2, 2] - atoms.positions[:, 2].max())
+    tilted.wrap()
+    column_points = np.c_[columns.xy_A, np.full(len(columns), z_centre_A)]
+    xy = ((column_points - centre) @ rotation.T + centre)[:, :2]
+    return tilted, Columns(np.mod(xy, extent), columns.class_index)
+
+
+def atomic_plane_boundaries(atoms: Atoms, tolerance_A: float = 1.0) -> tuple[float, ...]:
+    """Slice thicknesses with one slice per atomic plane (boundaries half-way between planes).
+
+    A plane holds the atoms within `tolerance_A` above its lowest one: the MoS2 planes (1.58 Å apart) and
+    graphene stay separate, a tilted plane stays one slice, and amorphous carbon gets ~1 Å slices."""
     z = np.sort(atoms.positions[:, 2])
     planes = [z[0]]
     for value in z[1:]:
@@ -216,7 +316,15 @@ def random_structure(rng: np.random.Generator, config: StructureConfig | None = 
 
     on_graphene = rng.random() < config.graphene_probability
     carbon_xy, graphene_rotation = graphene_positions(extent, rng) if on_graphene else (None, np.nan)
-    atoms = columns_to_atoms(xy, classes, s_missing_top, extent, carbon_xy, config)
+    contamination = draw_contamination(rng, config)
+    atoms = columns_to_atoms(xy, classes, s_missing_top, extent, carbon_xy, config, contamination, rng)
+    columns = Columns(xy, classes)
+    tilt, tilt_axis = 0.0, 0.0
+    if config.tilt_rad_range[1] > 0:
+        tilt, tilt_axis = float(rng.uniform(*config.tilt_rad_range)), float(rng.uniform(0, np.pi))
+        symbols = np.array(atoms.get_chemical_symbols())
+        plane = symbols == "Mo" if np.any(symbols == "Mo") else symbols != "C"
+        atoms, columns = tilt_specimen(atoms, columns, tilt, tilt_axis, float(np.mean(atoms.positions[plane, 2])))
     params = {
         "structure_kind": float(STRUCTURE_KINDS.index(kind)),
         "rotation_rad": float(rotation),
@@ -226,8 +334,11 @@ def random_structure(rng: np.random.Generator, config: StructureConfig | None = 
         "substrate_graphene": float(on_graphene),
         "graphene_rotation_rad": float(graphene_rotation),
         "num_atoms": float(len(atoms)),
+        **contamination,
+        "tilt_rad": tilt,
+        "tilt_axis_rad": tilt_axis,
     }
-    return StructureSample(atoms=atoms, columns=Columns(xy, classes), params=params)
+    return StructureSample(atoms=atoms, columns=columns, params=params)
 
 
 def columns_from_atoms(atoms: Atoms, column_tolerance_A: float = 0.3) -> Columns:

@@ -38,6 +38,7 @@ from hrtemnet.columns import Columns
 from hrtemnet.errors import UserError
 from hrtemnet.models import build_model, load_model, normalize_series, save_model_bundle
 from hrtemnet.progress import progress_bar
+from hrtemnet.simulation import NoiseConfig
 
 LABEL_RADIUS_A = 0.45
 # background, Mo, S2, S: see the module docstring.
@@ -79,20 +80,75 @@ def usable_indices(source) -> np.ndarray:
     return np.flatnonzero(completed()) if completed is not None else np.arange(len(source))
 
 
+@dataclass
+class AugmentationConfig:
+    """Acquisition errors drawn afresh for every training crop (not in validation).
+
+    What frame alignment leaves: frames 2..n are displaced against frame 1 (the labels' frame) by a vector
+    uniform in a disc of radius `misregistration_A_max`. A wrong calibration: the crop's true pixel size is the
+    nominal one times 1 + u, u uniform in ±`sampling_jitter_fraction` (the lattice then looks up to 10 %
+    larger or smaller to the network; the labels follow the atoms)."""
+
+    misregistration_A_max: float = 0.3
+    sampling_jitter_fraction: float = 0.10
+
+
+def periodic_columns_in_window(columns: Columns, cell_A: np.ndarray, origin_A: np.ndarray,
+                               size_A: np.ndarray, margin_A: float = 1.0) -> Columns:
+    """Columns of a periodic cell (and its periodic images) that fall in the window [origin, origin + size),
+    in the window's coordinates."""
+    xy, classes = [], []
+    reach = np.ceil((size_A + margin_A) / cell_A).astype(int) + 1
+    for i in range(-1, reach[0] + 1):
+        for j in range(-1, reach[1] + 1):
+            shifted = columns.xy_A + np.array([i, j]) * cell_A - origin_A
+            inside = np.all((shifted >= -margin_A) & (shifted < size_A + margin_A), axis=1)
+            xy.append(shifted[inside])
+            classes.append(columns.class_index[inside])
+    return Columns(np.concatenate(xy), np.concatenate(classes))
+
+
+def draw_training_crop(images: np.ndarray, columns: Columns, sampling_A: float, crop_px: int,
+                       augmentation: AugmentationConfig, rng: np.random.Generator) -> tuple[np.ndarray, Columns, float]:
+    """A crop `(D, crop, crop)` of a periodic noise-free series with misregistration and pixel-size jitter.
+
+    Returns (crop, its columns in nominal-sampling Å, the crop's true pixel size in Å). Output pixel (r, c) of
+    frame k samples the series at input pixel (row0 + scale r + dy_k, col0 + scale c + dx_k) by cubic spline on
+    the periodic cell (the simulation is periodic, so any origin is valid)."""
+    from scipy.ndimage import affine_transform
+
+    height, width = images.shape[-2:]
+    scale = 1 + rng.uniform(-augmentation.sampling_jitter_fraction, augmentation.sampling_jitter_fraction)
+    origin = np.array([rng.uniform(0, height), rng.uniform(0, width)])  # (row, col) in input px
+    radius = augmentation.misregistration_A_max * np.sqrt(rng.uniform(0, 1, len(images) - 1))
+    angle = rng.uniform(0, 2 * np.pi, len(images) - 1)
+    shifts_px = np.concatenate([[[0.0, 0.0]], np.c_[radius * np.sin(angle), radius * np.cos(angle)] / sampling_A])
+    crop = np.stack([affine_transform(frame, [scale, scale], offset=origin + shift, output_shape=(crop_px, crop_px),
+                                      order=3, mode="grid-wrap")
+                     for frame, shift in zip(images, shifts_px, strict=True)])
+    cell = np.array([width, height]) * sampling_A
+    window_A = np.full(2, crop_px * scale * sampling_A)
+    window = periodic_columns_in_window(columns, cell, origin[::-1] * sampling_A, window_A)
+    crop_columns = Columns(window.xy_A / scale, window.class_index)
+    return crop.astype(np.float32), crop_columns, scale * sampling_A
+
+
 class FocalSeriesDataset(Dataset):
     """Noisy, normalised focal series `(3, h, w)` float32 and label maps `(h, w)` int64 from a series source.
 
     A series source has `__len__`, `read_images(i)`, `read_columns(i)` and `sampling_A` (e.g. a
     `hrtemnet.dataset.SeriesStore`). In training mode (`crop_px` given) item `n` is the n-th random draw:
-    series, crop, noise and flip/rotation all come from (seed, n). In validation mode (`crop_px` None)
-    item `n` is the whole n-th series of `indices` with noise from (seed, index), no augmentation.
+    series, crop, misregistration, pixel-size jitter, noise and flip/rotation all come from (seed, n). In
+    validation mode (`crop_px` None) item `n` is the whole n-th series of `indices` with noise from
+    `noise_rng(seed, index)`, no augmentation.
     """
 
     def __init__(self, source, indices=None, crop_px: int | None = None, seed: int = 0, noise=None,
-                 label_radius_A: float = LABEL_RADIUS_A):
+                 label_radius_A: float = LABEL_RADIUS_A, augmentation: AugmentationConfig | None = None):
         self.source, self.crop_px, self.seed, self.noise = source, crop_px, seed, noise
         self.indices = usable_indices(source) if indices is None else np.asarray(indices)
         self.label_radius_A = label_radius_A
+        self.augmentation = augmentation or AugmentationConfig()
         if len(self.indices) == 0:
             raise UserError("the dataset holds no simulated series")
 
@@ -100,28 +156,24 @@ class FocalSeriesDataset(Dataset):
         return len(self.indices)
 
     def __getitem__(self, item: int) -> tuple[torch.Tensor, torch.Tensor]:
-        from hrtemnet.simulation import add_imaging_noise
+        from hrtemnet.simulation import add_imaging_noise, noise_rng
 
-        training = self.crop_px is not None
-        if training:
+        sampling = self.source.sampling_A
+        if self.crop_px is not None:
             rng = np.random.default_rng([self.seed, TRAINING_STREAM, int(item)])
             index = int(self.indices[rng.integers(len(self.indices))])
+            clean, columns, true_sampling = draw_training_crop(
+                self.source.read_images(index), self.source.read_columns(index), sampling, self.crop_px,
+                self.augmentation, rng)
+            images, _ = add_imaging_noise(clean, true_sampling, rng, self.noise)
         else:
             index = int(self.indices[item])
-            rng = np.random.default_rng([self.seed, index])
-        sampling = self.source.sampling_A
-        images, _ = add_imaging_noise(self.source.read_images(index), sampling, rng, self.noise)
-        columns = self.source.read_columns(index)
-        shape = images.shape[-2:]
-        if training:
-            row0 = int(rng.integers(shape[0] - self.crop_px + 1))
-            col0 = int(rng.integers(shape[1] - self.crop_px + 1))
-            images = images[:, row0 : row0 + self.crop_px, col0 : col0 + self.crop_px]
-            shape = (self.crop_px, self.crop_px)
-            columns = Columns(columns.xy_A - np.array([col0, row0]) * sampling, columns.class_index)
-        labels = render_label_map(columns, shape, sampling, self.label_radius_A)
+            images, _ = add_imaging_noise(self.source.read_images(index), sampling, noise_rng(self.seed, index),
+                                          self.noise)
+            columns = self.source.read_columns(index)
+        labels = render_label_map(columns, images.shape[-2:], sampling, self.label_radius_A)
         series = normalize_series(images)
-        if training:
+        if self.crop_px is not None:
             transform = int(rng.integers(8))
             series, labels = dihedral(series, transform), dihedral(labels, transform)
         return torch.from_numpy(np.ascontiguousarray(series)), torch.from_numpy(np.ascontiguousarray(labels))
@@ -164,6 +216,8 @@ class TrainConfig:
     threads: int | None = None  # torch threads per process (default: torch's choice)
     resume: bool = False
     init_from: str | None = None  # a trained model file whose weights start this run (fine-tuning, continuation)
+    noise: NoiseConfig = field(default_factory=NoiseConfig)  # drawn on the fly; recorded in the model card
+    augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
     progress: bool = True
 
 
@@ -245,6 +299,10 @@ def _check_config(config: TrainConfig, source) -> None:
         raise UserError("--steps, --batch, --val-every and the number of validation images must be >= 1")
     if not config.learning_rate > 0 or not config.checkpoint_minutes > 0:
         raise UserError("--lr and --checkpoint-minutes must be positive")
+    from hrtemnet.validation import validate_config
+
+    validate_config(config.noise, "noise")  # the on-the-fly noise and augmentation, by field-name convention
+    validate_config(config.augmentation, "augmentation")
     out_dir = Path(config.out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"--out {out_dir} is a file; give a folder for the training run")
@@ -297,8 +355,9 @@ def train(config: TrainConfig, source=None, val_source=None) -> TrainResult:
         writable_folder(out_dir, "--out")
     model = torch.nn.parallel.DistributedDataParallel(net) if world_size > 1 else net
 
-    dataset = FocalSeriesDataset(source, train_indices, config.crop_px, config.seed, None, config.label_radius_A)
-    val_set = FocalSeriesDataset(val_source, val_indices, None, config.seed, None, config.label_radius_A)
+    dataset = FocalSeriesDataset(source, train_indices, config.crop_px, config.seed, config.noise,
+                                 config.label_radius_A, config.augmentation)
+    val_set = FocalSeriesDataset(val_source, val_indices, None, config.seed, config.noise, config.label_radius_A)
     sampler = DrawSampler(start_step, config.steps, config.batch_size, rank, world_size)
     loader = DataLoader(dataset, batch_size=config.batch_size, sampler=sampler, num_workers=0)
     class_weights = torch.tensor(config.class_weights, dtype=torch.float32)
@@ -306,6 +365,7 @@ def train(config: TrainConfig, source=None, val_source=None) -> TrainResult:
             "val_images": len(val_indices), "crop_px": config.crop_px, "batch_size": config.batch_size,
             "world_size": world_size, "seed": config.seed, "learning_rate": config.learning_rate,
             "label_radius_A": config.label_radius_A, "class_weights": list(config.class_weights),
+            "noise": asdict(config.noise), "augmentation": asdict(config.augmentation),
             "parameters": sum(p.numel() for p in net.parameters())}
     if initial is not None:
         card["initialised_from"] = {"file": str(config.init_from), "steps": initial.card.get("steps"),
