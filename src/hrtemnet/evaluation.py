@@ -1,7 +1,7 @@
 """`hrtemnet evaluate`: models against a simulated validation set, with the paper's figures (drawn by
 `hrtemnet.plotting`); also the choice of the peak threshold on validation data.
 
-Every model sees the same noisy series: noise for image i is drawn from `rng([seed, i])`, so
+Every model sees the same noisy series: noise for image i is drawn from `simulation.noise_rng(seed, i)`, so
 results do not depend on `--limit` or on which models are compared. The noise model is
 `EvaluationConfig.noise` (by default the one training draws from) and is written to `summary.json`.
 Outputs in `out_dir`:
@@ -37,7 +37,7 @@ from hrtemnet.metrics import (
     total_score,
 )
 from hrtemnet.peaks import PeakConfig, extract_columns
-from hrtemnet.simulation import NoiseConfig, add_imaging_noise
+from hrtemnet.simulation import NoiseConfig, add_imaging_noise, noise_rng
 
 SUBSTRATES = ("bare", "graphene")
 
@@ -273,9 +273,8 @@ def _unique_names(names: list[str]) -> list[str]:
 
 def _noisy(clean: np.ndarray, sampling_A: float, noise: NoiseConfig, dose: float | None, seed: int, index: int):
     """Noisy series and its dose (`dose` fixes it); the noise of image `index` depends only on the seed and index."""
-    rng = np.random.default_rng([seed, index])
     fixed = replace(noise, dose_e_per_A2=dose if dose is not None else noise.dose_e_per_A2)
-    return add_imaging_noise(clean, sampling_A, rng, fixed)
+    return add_imaging_noise(clean, sampling_A, noise_rng(seed, index), fixed)
 
 
 def _predict_columns(model, series: np.ndarray, sampling_A: float) -> Columns:
