@@ -41,8 +41,18 @@ CONDITIONS = {
                            {"dose_e_per_A2_range": [1e4, 1e5]}, (0, 0)),
     "low_dose_1e3_3e3": (SEED_WINDOW, {"dose_e_per_A2_range": [1e3, 3e3]}, (0, 0)),
     "drift_1_3A_aligned": (SEED_WINDOW, {"dose_e_per_A2_range": [1e4, 1e5]}, (1.0, 3.0)),
+    "sampling_0.10": ({**SEED_WINDOW, "simulation": {"sampling_A": 0.10}}, {"dose_e_per_A2_range": [1e4, 1e5]},
+                      (0, 0)),
+    "sampling_0.20": ({**SEED_WINDOW, "simulation": {"sampling_A": 0.20}}, {"dose_e_per_A2_range": [1e4, 1e5]},
+                      (0, 0)),
+    "tilt_1_2deg": ({**SEED_WINDOW, "structure": {**SEED_WINDOW["structure"], "tilt_rad_range": [0.0175, 0.0349]}},
+                    {"dose_e_per_A2_range": [1e4, 1e5]}, (0, 0)),
+    "energy_80keV": ({**SEED_WINDOW, "optics": {**SEED_WINDOW["optics"], "energy_eV": 80e3}},
+                     {"dose_e_per_A2_range": [1e4, 1e5]}, (0, 0)),
     "full_realism_default": ({}, {}, (0, 0)),
 }
+# Every condition is recorded through the project's camera model (NoiseConfig's default: pixel MTF, gain,
+# offset, read noise), so "in_distribution" is also the camera condition.
 
 
 def condition_series(name: str, n: int, seed: int):
