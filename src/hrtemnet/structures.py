@@ -201,9 +201,7 @@ def columns_to_atoms(xy: np.ndarray, classes: np.ndarray, s_missing_top: np.ndar
     bottom_A, top_A = contamination["carbon_bottom_A"], contamination["carbon_top_A"]
     z_bottom_carbon = config.vacuum_A
     z_carbon = z_bottom_carbon + (bottom_A + config.carbon_gap_A if bottom_A > 0 else 0.0)
-    z_s_low = z_carbon + (config.graphene_gap_A if carbon_xy is not None else 0.0)
-    if carbon_xy is None and bottom_A > 0:
-        z_s_low = z_carbon  # the a-C layer sits directly under the S plane, a gap below it
+    z_s_low = z_carbon + (config.graphene_gap_A if carbon_xy is not None else 0.0)  # without graphene: a-C's gap
     z_mo = z_s_low + MOS2_S_S_HEIGHT_A / 2
     z_s_high = z_s_low + MOS2_S_S_HEIGHT_A
     symbols, positions = [], []
