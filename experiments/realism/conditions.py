@@ -15,13 +15,17 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy.ndimage import fourier_shift
 
 import hrtemnet
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
+from drifted_series import shift_frames  # noqa: E402  (the project's one frame-shift helper)
+
 from hrtemnet.columns import CLASS_NAMES, Columns
 from hrtemnet.dataset import DatasetConfig, columns_from_table, simulate_sample
 from hrtemnet.evaluation import paired_comparison
@@ -66,10 +70,11 @@ def condition_series(name: str, n: int, seed: int):
         clean, truth, _ = simulate_sample(config, seed, index, table)
         rng = noise_rng(seed, index)
         if drift[1] > 0:
+            shifts_A = np.zeros((len(clean), 2))  # (dx, dy) per frame; frame 1 stays
             for frame in range(1, len(clean)):
                 length, angle = rng.uniform(*drift), rng.uniform(0, 2 * np.pi)
-                shift_px = np.array([np.sin(angle), np.cos(angle)]) * length / config.simulation.sampling_A
-                clean[frame] = np.fft.ifft2(fourier_shift(np.fft.fft2(clean[frame]), shift_px)).real
+                shifts_A[frame] = np.array([np.cos(angle), np.sin(angle)]) * length
+            clean = shift_frames(clean, shifts_A, config.simulation.sampling_A)
         noisy, _ = add_imaging_noise(clean, config.simulation.sampling_A, rng, noise)
         yield index, noisy, columns_from_table(truth), config.simulation.sampling_A
 
