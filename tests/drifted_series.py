@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from hrtemnet.dataset import DatasetConfig, columns_from_table, simulate_sample
+from hrtemnet.dataset import SEED_WINDOW, DatasetConfig, columns_from_table, simulate_sample
 
 
 def in_range_config(graphene: bool, field_A: float = 38.4, sampling_A: float = 0.15,
@@ -19,11 +19,9 @@ def in_range_config(graphene: bool, field_A: float = 38.4, sampling_A: float = 0
     config.structure.graphene_probability = float(graphene)
     if sheet is not None:
         config.structure.sheet_probability = float(sheet)
-    for name, value in (("carbon_probability", 0.0), ("tilt_rad_range", (0.0, 0.0))):
-        if hasattr(config.structure, name):  # realism settings, where present
-            setattr(config.structure, name, value)
-    config.optics.first_defocus_A_range = (-50.0, -10.0)
-    config.optics.defocus_step_A_range = (45.0, 55.0)
+    for section, values in SEED_WINDOW.items():
+        for name, value in values.items():
+            setattr(getattr(config, section), name, value)
     return config
 
 

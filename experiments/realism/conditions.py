@@ -27,14 +27,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
 from drifted_series import shift_frames  # noqa: E402  (the project's one frame-shift helper)
 
 from hrtemnet.columns import CLASS_NAMES, Columns
-from hrtemnet.dataset import DatasetConfig, columns_from_table, simulate_sample
+from hrtemnet.dataset import SEED_WINDOW, DatasetConfig, columns_from_table, simulate_sample
 from hrtemnet.evaluation import paired_comparison
 from hrtemnet.metrics import score_image
 from hrtemnet.simulation import NoiseConfig, add_imaging_noise, noise_rng
 from hrtemnet.vibrations import vibration_table_for
 
-SEED_WINDOW = {"structure": {"carbon_probability": 0.0, "tilt_rad_range": [0.0, 0.0]},
-               "optics": {"first_defocus_A_range": [-50.0, -10.0], "defocus_step_A_range": [45.0, 55.0]}}
 CONDITIONS = {
     "in_distribution": (SEED_WINDOW, {"dose_e_per_A2_range": [1e4, 1e5]}, (0, 0)),
     "contamination_5_10A": ({**SEED_WINDOW, "structure": {**SEED_WINDOW["structure"], "carbon_probability": 1.0,

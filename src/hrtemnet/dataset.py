@@ -113,6 +113,12 @@ class DatasetConfig:
 ABSENT_MEANS_OFF = {"structure": {"carbon_probability": 0.0, "tilt_rad_range": (0.0, 0.0)}}
 
 
+# The narrow window the first (still shipped) models were trained on, as overrides of today's defaults:
+# no contamination or tilt, first defocus -50..-10 Å, steps 50 ± 5 Å (docs/training_distribution.md).
+SEED_WINDOW = {"structure": {"carbon_probability": 0.0, "tilt_rad_range": (0.0, 0.0)},
+               "optics": {"first_defocus_A_range": (-50.0, -10.0), "defocus_step_A_range": (45.0, 55.0)}}
+
+
 def recorded_config(data: dict) -> DatasetConfig:
     """The DatasetConfig a store or model card recorded; realism fields it lacks are off (see ABSENT_MEANS_OFF)."""
     data = json.loads(json.dumps(data))
