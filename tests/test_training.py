@@ -121,9 +121,26 @@ def test_resume_continues_at_the_saved_step_and_matches_an_uninterrupted_run(tmp
     assert "no checkpoint" in capsys.readouterr().out
 
 
+def test_cosine_schedule_anneals_to_zero_on_the_step_budget(tmp_path):
+    config = TrainConfig(dataset="-", out_dir="-", steps=100, learning_rate=1e-3, lr_schedule="cosine")
+    rates = [training.learning_rate_at(config, step) for step in (0, 50, 100)]
+    np.testing.assert_allclose(rates, [1e-3, 5e-4, 0.0], atol=1e-12)
+    assert training.learning_rate_at(TrainConfig(dataset="-", out_dir="-", steps=100), 99) == 1e-3  # constant
+
+    kwargs = {"steps": 6, "model": "unet", "model_kwargs": {"depth": 2, "base_channels": 4}}
+    cosine = run_config(tmp_path / "cos", lr_schedule="cosine", **kwargs)
+    train(cosine, source=LatticeSource(n=4))
+    logged = [line["lr"] for line in log_lines(tmp_path / "cos" / "run") if "loss" in line]
+    np.testing.assert_allclose(logged, [training.learning_rate_at(cosine, step) for step in range(6)])
+    assert logged[0] == cosine.learning_rate > logged[-1] > 0
+    train(run_config(tmp_path / "const", **kwargs), source=LatticeSource(n=4))
+    assert {line["lr"] for line in log_lines(tmp_path / "const" / "run") if "loss" in line} == {1e-2}
+
+
 @pytest.mark.parametrize("args,message", [
     (["--model", "resnet"], "unknown model"),
     (["--model", "msd", "--crop", "64"], "--crop 64"),
+    (["--model", "msd", "--crop", "32", "--lr-schedule", "linear"], "--lr-schedule 'linear'"),
 ])
 def test_cli_bad_input_exit_code_2(tmp_path, monkeypatch, args, message):
     monkeypatch.setattr(training, "_open_source", lambda path: LatticeSource(n=2))

@@ -343,6 +343,8 @@ def train_command(
     crop: int = typer.Option(96, "--crop", help="Side of the random training crops in pixels."),
     batch: int = typer.Option(4, "--batch", help="Crops per step and process."),
     lr: float = typer.Option(1e-3, "--lr", help="Adam learning rate."),
+    lr_schedule: str = typer.Option("constant", "--lr-schedule",
+                                    help="constant, or cosine: decays from --lr to 0 at --steps."),
     resume: bool = typer.Option(False, "--resume",
                                 help="Continue from OUT/checkpoint.pt (starts at step 0 if there is none yet)."),
     val: Path | None = typer.Option(None, "--val", help="Validation store (default: hold out the last 10 %)."),
@@ -369,7 +371,8 @@ def train_command(
     if threads is not None and threads < 1:
         raise UserError("--threads must be >= 1")
     config = TrainConfig(dataset=str(dataset), out_dir=str(out), model=model, model_kwargs=model_kwargs,
-                         steps=steps, crop_px=crop, batch_size=batch, learning_rate=lr, seed=seed,
+                         steps=steps, crop_px=crop, batch_size=batch, learning_rate=lr,
+                         lr_schedule=lr_schedule, seed=seed,
                          val_dataset=None if val is None else str(val), val_images=val_images,
                          val_every_steps=val_every, checkpoint_minutes=checkpoint_minutes, threads=threads,
                          resume=resume, init_from=init_from)

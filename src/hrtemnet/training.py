@@ -22,6 +22,7 @@ Multi-process: under `torchrun` (WORLD_SIZE > 1) the same command trains with Di
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import time
@@ -206,6 +207,7 @@ class TrainConfig:
     crop_px: int = 96
     batch_size: int = 4  # per process
     learning_rate: float = 1e-3  # Adam, as Pelt's msdnet
+    lr_schedule: str = "constant"  # or "cosine": decays to 0 at `steps` (a fixed budget ends annealed)
     seed: int = 0
     val_dataset: str | None = None  # default: the last 10 % of the training series are held out
     val_images: int = 16
@@ -228,6 +230,17 @@ class TrainResult:
     best_val_f1: float
     best_step: int | None
     files: dict[str, Path]
+
+
+LR_SCHEDULES = ("constant", "cosine")
+
+
+def learning_rate_at(config: TrainConfig, step: int) -> float:
+    """Learning rate for the optimiser step that follows `step` completed steps. A function of the step alone,
+    so a resumed run continues on the same curve (resuming with a larger --steps stretches a cosine)."""
+    if config.lr_schedule == "cosine":
+        return config.learning_rate * 0.5 * (1.0 + math.cos(math.pi * min(step, config.steps) / config.steps))
+    return config.learning_rate
 
 
 def split_validation(source, val_source, val_images: int):
@@ -299,6 +312,8 @@ def _check_config(config: TrainConfig, source) -> None:
         raise UserError("--steps, --batch, --val-every and the number of validation images must be >= 1")
     if not config.learning_rate > 0 or not config.checkpoint_minutes > 0:
         raise UserError("--lr and --checkpoint-minutes must be positive")
+    if config.lr_schedule not in LR_SCHEDULES:
+        raise UserError(f"--lr-schedule {config.lr_schedule!r} is not one of {', '.join(LR_SCHEDULES)}")
     from hrtemnet.validation import validate_config
 
     validate_config(config.noise, "noise")  # the on-the-fly noise and augmentation, by field-name convention
@@ -364,6 +379,7 @@ def train(config: TrainConfig, source=None, val_source=None) -> TrainResult:
     card = {"dataset": str(config.dataset), "val_dataset": str(config.val_dataset or config.dataset),
             "val_images": len(val_indices), "crop_px": config.crop_px, "batch_size": config.batch_size,
             "world_size": world_size, "seed": config.seed, "learning_rate": config.learning_rate,
+            "lr_schedule": config.lr_schedule,
             "label_radius_A": config.label_radius_A, "class_weights": list(config.class_weights),
             "noise": asdict(config.noise), "augmentation": asdict(config.augmentation),
             "parameters": sum(p.numel() for p in net.parameters())}
@@ -391,6 +407,9 @@ def train(config: TrainConfig, source=None, val_source=None) -> TrainResult:
         model.train()
         tic = time.perf_counter()
         for series, labels in loader:
+            learning_rate = learning_rate_at(config, step)
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate
             loss = F.cross_entropy(model(series), labels, weight=class_weights)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -401,7 +420,8 @@ def train(config: TrainConfig, source=None, val_source=None) -> TrainResult:
             tic = toc
             if not is_main:
                 continue
-            log.write(json.dumps({"step": step, "loss": loss_value, "samples_per_s": rate}) + "\n")
+            log.write(json.dumps({"step": step, "loss": loss_value, "lr": learning_rate, "samples_per_s": rate})
+                      + "\n")
             progress.update(task, completed=step, loss=loss_value, rate=rate)
             if step % config.val_every_steps == 0 or step == config.steps:
                 metrics = validate(net, val_set, class_weights)
