@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import numpy as np
-from scipy import ndimage
-
 from hrtemnet.dataset import SEED_WINDOW, DatasetConfig, columns_from_table, simulate_sample
+from hrtemnet.evaluation import shift_frames  # noqa: F401  (the realism suite's drift; tests and benchmarks use it)
 
 
 def in_range_config(graphene: bool, field_A: float = 38.4, sampling_A: float = 0.15,
@@ -30,9 +28,3 @@ def simulated_series(graphene: bool, seed: int, field_A: float = 38.4, sampling_
     """(noise-free images (3, H, W), true columns) of one in-range series (a sheet, a flake or either)."""
     images, table, _ = simulate_sample(in_range_config(graphene, field_A, sampling_A, sheet), seed, 0)
     return images, columns_from_table(table)
-
-
-def shift_frames(images: np.ndarray, shifts_A: np.ndarray, sampling_A: float) -> np.ndarray:
-    """Each frame's content moved by its (dx, dy) in Å (Fourier shift: exact for periodic simulations)."""
-    return np.stack([np.fft.ifft2(ndimage.fourier_shift(np.fft.fft2(image), (dy / sampling_A, dx / sampling_A))).real
-                     for image, (dx, dy) in zip(images, np.asarray(shifts_A), strict=True)]).astype(np.float32)

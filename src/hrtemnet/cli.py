@@ -299,30 +299,61 @@ def score_command(
 
 @command("evaluate")
 def evaluate_command(
-    dataset: list[Path] = typer.Argument(..., help="Validation dataset(s): zarr stores from `hrtemnet simulate`, "
-                                         "read as one (e.g. a bare and a graphene set)."),
+    dataset: list[Path] | None = typer.Argument(None, help="Validation dataset(s): zarr stores from `hrtemnet "
+                                                "simulate`, read as one (e.g. a bare and a graphene set); or, with "
+                                                "--condition, more condition files (so a shell glob works)."),
     model: list[str] = typer.Option(..., "--model", help="Model (shipped name or checkpoint); repeat."),
-    out_dir: Path = typer.Option(..., "--out-dir", help="Folder for per_image.csv, figures and report.md."),
+    out_dir: Path = typer.Option(..., "--out-dir", "--out", help="Folder for per_image.csv, figures and report "
+                                 "(with --condition also the simulated series and scores: a rerun resumes)."),
+    condition: list[Path] | None = typer.Option(
+        None, "--condition", help="Realism suite: a condition JSON or a folder of them (e.g. "
+        "experiments/realism/conditions); repeat. Simulates each condition's series and scores every model on "
+        "them (docs/realism.md)."),
+    n: int | None = typer.Option(None, "--n", help="With --condition: series per condition (default: each "
+                                 "condition's n)."),
+    workers: int | None = typer.Option(None, "--workers", help="With --condition: simulation worker processes "
+                                       "(default: all cores; 0 = in-process)."),
     dose: float | None = typer.Option(
         None, "--dose", help="Fixed dose in e/Å² (default: drawn per image like training's, from the noise model "
         "that report.md and summary.json state)."
     ),
     limit: int | None = typer.Option(None, "--limit", help="Evaluate only the first N series."),
-    seed: int = typer.Option(0, "--seed", help="Noise seed; series i gets the same noise for every model."),
+    seed: int = typer.Option(0, "--seed", help="Noise seed; series i gets the same noise for every model (datasets; "
+                             "a condition file sets its own)."),
     dose_sweep: str = typer.Option(
         "3e3,1e4,3e4,1e5", "--dose-sweep", help="Doses (e/Å²) for the F1-against-dose figure; '' skips it."
     ),
     dose_sweep_images: int = typer.Option(20, "--dose-sweep-images", help="Series per dose in that sweep."),
     example: int = typer.Option(0, "--example", help="Index of the series drawn in example_series.png."),
 ):
-    """Run models over a validation set: per-image F1 table, histograms by substrate, figures, report.md."""
+    """Run models over a validation set (per-image F1 table, histograms by substrate, figures, report.md), or over
+    the realism suite's conditions with --condition (F1 per condition, paired tests, figure)."""
     from hrtemnet import evaluation
 
+    datasets = list(dataset or [])
+    if condition:
+        conditions = [*condition, *datasets]  # `--condition dir/*.json`: the shell puts all but one here
+        stores = [str(p) for p in datasets if p.suffix != ".json"]
+        if stores:
+            raise UserError(f"give either validation datasets or --condition, not both ({', '.join(stores)})")
+        if dose is not None or limit is not None:
+            raise UserError("--dose and --limit apply to validation datasets; a condition file sets its own dose "
+                            "and --n the number of series")
+        writable_folder(out_dir, "--out-dir", create=False)
+        suite = evaluation.run_conditions(evaluation.load_conditions(conditions), model, out_dir, n=n,
+                                          workers=workers)
+        console.print(evaluation.condition_summary_table(suite))
+        console.print(f"report: {suite.files['report']}", highlight=False)
+        return
+    if not datasets:
+        raise UserError("give validation dataset(s) (zarr stores from `hrtemnet simulate`) or --condition FILE")
+    if n is not None or workers is not None:
+        raise UserError("--n and --workers apply to --condition; for a dataset use --limit")
     config = evaluation.EvaluationConfig(dose_e_per_A2=dose, limit=limit, seed=seed,
                                          dose_sweep_e_per_A2=tuple(parse_float_list(dose_sweep, "--dose-sweep")),
                                          dose_sweep_images=dose_sweep_images, example_index=example)
     writable_folder(out_dir, "--out-dir", create=False)  # before the models run, not after
-    result = evaluation.run(dataset, model, out_dir, config)
+    result = evaluation.run(datasets, model, out_dir, config)
     console.print(evaluation.summary_table(result))
     for c in result.comparisons():
         console.print(f"{c['a']} - {c['b']}: mean F1 difference {c['mean_difference']:+.4f}, better on "

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from itertools import combinations
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from scipy import stats
@@ -38,6 +38,9 @@ from hrtemnet.metrics import (
 )
 from hrtemnet.peaks import PeakConfig, extract_columns
 from hrtemnet.simulation import NoiseConfig, add_imaging_noise, noise_rng
+
+if TYPE_CHECKING:
+    from hrtemnet.dataset import DatasetConfig
 
 SUBSTRATES = ("bare", "graphene")
 
@@ -406,4 +409,431 @@ def summary_table(result: EvaluationResult):
         table.add_row(
             *(f"{record[k]:.3f}" if isinstance(record[k], float) else str(record[k]) for k in columns)
         )
+    return table
+
+
+# ---- the realism suite: named acquisition conditions ------------------------------------------------------
+#
+# A condition (one JSON file, e.g. experiments/realism/conditions/*.json; docs/realism.md) says how its series
+# are drawn and recorded: dataset-config overrides on a base distribution, the imaging noise, drift between
+# frames and whether `hrtemnet.predict` aligns them, how many series and from which seed. Its noise-free series
+# are simulated once into a store in the output folder (resumable like `hrtemnet simulate`); drift and noise are
+# drawn from `noise_rng(seed, index)`, so every model sees the same recorded series, in any run; each scored
+# (model, series) is appended to the condition's scores.jsonl at once, so an interrupted run loses nothing.
+
+CONDITION_FIELDS = ("label", "description", "base", "dataset", "noise", "drift_A_range", "align", "n", "seed")
+# "seed_window": the shipped models' training window (`dataset.SEED_WINDOW`); "default": today's defaults (the
+# realism training distribution, docs/training_distribution.md).
+CONDITION_BASES = ("default", "seed_window")
+
+
+@dataclass
+class Condition:
+    """One named acquisition condition of the realism suite (`load_condition` reads it from JSON)."""
+
+    name: str  # the file's stem; names the output folder
+    label: str  # a few words for the table and the figure
+    dataset: DatasetConfig  # the series are drawn from
+    noise: NoiseConfig  # dose, detector blur and camera of the recording
+    drift_A_range: tuple[float, float] = (0.0, 0.0)  # frames 2..n each moved by a random vector this long
+    align: bool = True  # `hrtemnet.predict(..., align=align)`
+    n: int = 20  # series
+    seed: int = 500  # dataset seed, and the noise/drift seed of `noise_rng(seed, index)`
+    description: str = ""
+
+    def record(self) -> dict:
+        """What defines the condition's series and their scores (everything but `n`, `label`, `description`)."""
+        return json.loads(json.dumps({"dataset": self.dataset.to_dict(), "noise": asdict(self.noise),
+                                      "drift_A_range": list(self.drift_A_range), "align": self.align,
+                                      "seed": self.seed}))
+
+
+def load_condition(path: str | Path) -> Condition:
+    """A condition from its JSON file; UserError (one line, naming the file) for anything wrong in it."""
+    from hrtemnet.dataset import SEED_WINDOW, DatasetConfig
+    from hrtemnet.validation import validate_config
+
+    path = Path(path)
+    where = f"condition file {path}"
+    try:
+        data = json.loads(path.read_text())
+    except (FileNotFoundError, IsADirectoryError):
+        raise UserError(f"{where} does not exist") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise UserError(f"{where} is not valid JSON ({error})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{where} must hold a JSON object with fields {', '.join(CONDITION_FIELDS)}")
+    unknown = sorted(set(data) - set(CONDITION_FIELDS))
+    if unknown:
+        raise UserError(f"{where}: unknown field(s) {', '.join(unknown)}; known: {', '.join(CONDITION_FIELDS)}")
+    try:
+        base = data.get("base", "default")
+        if base not in CONDITION_BASES:
+            raise UserError(f"base {base!r} is not one of {', '.join(CONDITION_BASES)}")
+        overrides = data.get("dataset", {})
+        if not isinstance(overrides, dict):
+            raise UserError("dataset must be an object of config sections (structure, optics, simulation)")
+        merged = json.loads(json.dumps(SEED_WINDOW if base == "seed_window" else {}))
+        for section, values in overrides.items():
+            merged[section] = {**merged.get(section, {}), **values} if isinstance(values, dict) else values
+        dataset = DatasetConfig.from_dict(merged)
+        condition = Condition(name=path.stem, label=data.get("label", path.stem), dataset=dataset,
+                              noise=_noise_from_overrides(data.get("noise", {})),
+                              drift_A_range=data.get("drift_A_range", (0.0, 0.0)),
+                              align=data.get("align", True), n=data.get("n", 20), seed=data.get("seed", 500),
+                              description=data.get("description", ""))
+        validate_config(condition)
+        condition.drift_A_range = tuple(float(v) for v in condition.drift_A_range)
+        if condition.n < 1:
+            raise UserError(f"n = {condition.n} must be at least 1")
+    except (TypeError, ValueError) as error:  # UserError is a ValueError
+        raise UserError(f"{where}: {' '.join(str(error).split())}") from None
+    return condition
+
+
+def _noise_from_overrides(overrides) -> NoiseConfig:
+    """NoiseConfig's defaults with `overrides` (its field names; `camera`: null for none, or CameraConfig fields)."""
+    from dataclasses import fields
+
+    from hrtemnet.simulation import CameraConfig
+
+    if not isinstance(overrides, dict):
+        raise UserError("noise must be an object of NoiseConfig fields")
+    known = [f.name for f in fields(NoiseConfig)]
+    camera_known = [f.name for f in fields(CameraConfig)]
+    unknown = sorted(set(overrides) - set(known))
+    camera = overrides.get("camera", {})
+    if isinstance(camera, dict):
+        unknown += [f"camera.{name}" for name in sorted(set(camera) - set(camera_known))]
+    elif camera is not None:
+        raise UserError("noise.camera must be null (no camera) or an object of CameraConfig fields")
+    if unknown:
+        raise UserError(f"unknown noise field(s) {', '.join(unknown)}; known: {', '.join(known)}; "
+                        f"camera: {', '.join(camera_known)}")
+    noise = NoiseConfig.from_dict({**asdict(NoiseConfig()), **overrides,
+                                   "camera": None if camera is None else {**asdict(CameraConfig()), **camera}})
+    from hrtemnet.validation import validate_config
+
+    return validate_config(noise)
+
+
+def load_conditions(paths: Sequence[str | Path]) -> list[Condition]:
+    """Conditions from JSON files and folders of them (all `*.json`, in name order); all checked first."""
+    files: list[Path] = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            found = sorted(path.glob("*.json"))
+            if not found:
+                raise UserError(f"condition folder {path} holds no .json files")
+            files += found
+        else:
+            files.append(path)
+    conditions = [load_condition(path) for path in files]
+    names = [c.name for c in conditions]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise UserError(f"condition name(s) {', '.join(twice)} given twice (a condition is named by its file's "
+                        "stem, which names its output folder); rename one")
+    return conditions
+
+
+def shift_frames(images: np.ndarray, shifts_A: np.ndarray, sampling_A: float) -> np.ndarray:
+    """Each frame's content moved by its (dx, dy) in Å (Fourier shift: exact for periodic simulations)."""
+    from scipy import ndimage
+
+    return np.stack([np.fft.ifft2(ndimage.fourier_shift(np.fft.fft2(image), (dy / sampling_A, dx / sampling_A))).real
+                     for image, (dx, dy) in zip(images, np.asarray(shifts_A), strict=True)]).astype(np.float32)
+
+
+def drift_shifts_A(rng: np.random.Generator, num_frames: int, drift_A_range: tuple[float, float]) -> np.ndarray:
+    """(dx, dy) per frame in Å: frame 1 stays, each later one moved by a random direction and a length drawn
+    uniformly from the range (draws nothing when the range is (0, 0))."""
+    shifts_A = np.zeros((num_frames, 2))
+    if drift_A_range[1] > 0:
+        for frame in range(1, num_frames):
+            length, angle = rng.uniform(*drift_A_range), rng.uniform(0, 2 * np.pi)
+            shifts_A[frame] = np.array([np.cos(angle), np.sin(angle)]) * length
+    return shifts_A
+
+
+def record_condition_series(condition: Condition, clean: np.ndarray, sampling_A: float,
+                            index: int) -> tuple[np.ndarray, np.ndarray, float]:
+    """Series `index` of a condition as recorded: drift (if any), then the imaging noise, all drawn from
+    `noise_rng(condition.seed, index)`. Returns (series, applied (dx, dy) per frame in Å, dose)."""
+    rng = noise_rng(condition.seed, index)
+    shifts_A = drift_shifts_A(rng, len(clean), condition.drift_A_range)
+    if np.any(shifts_A):
+        clean = shift_frames(clean, shifts_A, sampling_A)
+    series, dose = add_imaging_noise(clean, sampling_A, rng, condition.noise)
+    return series, shifts_A, dose
+
+
+def condition_store(folder: Path, condition: Condition, n: int, workers: int | None = None,
+                    progress: bool = True):
+    """The condition's noise-free series in `folder` (a `SeriesStore`): the smallest existing store with at least
+    `n` series, completed if a run stopped, else a new one of `n` (sample i is the same whatever the store's n)."""
+    from hrtemnet.dataset import open_store, simulate_dataset
+
+    sizes = sorted(int(p.name[len("series_n"):-len(".zarr")]) for p in folder.glob("series_n*.zarr")
+                   if p.name[len("series_n"):-len(".zarr")].isdigit())
+    size = next((s for s in sizes if s >= n), n)
+    path = folder / f"series_n{size}.zarr"
+    simulate_dataset(path, size, condition.seed, condition.dataset, workers=workers, progress=progress)
+    return open_store(path)
+
+
+def _read_records(path: Path) -> list[dict]:
+    """The records of a scores.jsonl; a line cut short by an interruption is dropped (and the file rewritten
+    without it, so appending goes on cleanly)."""
+    if not path.exists():
+        return []
+    text = path.read_text()
+    records, damaged = [], False
+    for line in text.split("\n"):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            damaged = True
+    if damaged or (text and not text.endswith("\n")):
+        path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return records
+
+
+def _check_condition_record(folder: Path, condition: Condition) -> None:
+    """Write the condition's settings next to its results, or check they are those of the results there."""
+    record_path = folder / "condition.json"
+    record = condition.record()
+    if record_path.exists():
+        if json.loads(record_path.read_text()) != record:
+            raise UserError(f"{folder} holds results of condition {condition.name!r} with other settings; give "
+                            "another output folder (or delete that one)")
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    record_path.write_text(json.dumps(record, indent=1) + "\n")
+
+
+def _score_prediction(frame, truth: Columns, image_size_A: tuple[float, float]) -> ImageScore:
+    """Score a `hrtemnet.predict` table against the true columns."""
+    pred = Columns(frame[["x_A", "y_A"]].to_numpy(dtype=float).reshape(-1, 2),
+                   np.array([CLASS_NAMES.index(c) for c in frame["class"]], dtype=np.int64))
+    return score_image(truth, pred, image_size_A)
+
+
+@dataclass
+class ConditionSuiteResult:
+    conditions: list[Condition]
+    model_names: list[str]
+    scores: dict[tuple[str, str], list[ImageScore]]  # (condition name, model name) -> per series, in order
+    rows: list[dict[str, Any]]  # one per (condition, series, model), as written to per_image.csv
+    files: dict[str, Path] = field(default_factory=dict)
+
+    def table(self) -> list[dict[str, Any]]:
+        """One record per (condition, model): mean per-series F1 (± s.e.m.) and position F1, per-class F1 and
+        the S-vacancy fraction S/(S+S2) pooled over the series, true and predicted, and its relative error."""
+        records = []
+        for condition in self.conditions:
+            for model in self.model_names:
+                scores = self.scores[condition.name, model]
+                f1 = np.array([s.f1 for s in scores])
+                pooled = total_score(scores)
+                true_fraction, predicted_fraction = s_vacancy_fractions(pooled)
+                records.append({
+                    "condition": condition.name, "label": condition.label, "model": model, "n": len(scores),
+                    "mean_f1": mean_f1(scores),
+                    "sem_f1": float(stats.sem(f1)) if len(f1) > 1 else float("nan"),
+                    "mean_position_f1": float(np.mean([s.position_f1 for s in scores])),
+                    **{f"pooled_f1_{c}": s.f1 for c, s in pooled.per_class.items()},
+                    "s_vacancy_fraction_true": true_fraction,
+                    "s_vacancy_fraction_predicted": predicted_fraction,
+                    "s_vacancy_fraction_relative_error": (predicted_fraction / true_fraction - 1
+                                                          if true_fraction > 0 else float("nan")),
+                })
+        return records
+
+    def comparisons(self) -> list[dict[str, Any]]:
+        """Per condition, each pair of models on the same series: mean F1 difference a - b, wins, Wilcoxon p."""
+        return [{"condition": condition.name, "a": a, "b": b}
+                | paired_comparison([s.f1 for s in self.scores[condition.name, a]],
+                                    [s.f1 for s in self.scores[condition.name, b]])
+                for condition in self.conditions for a, b in combinations(self.model_names, 2)]
+
+
+def s_vacancy_fractions(score: ImageScore) -> tuple[float, float]:
+    """(true, predicted) S-vacancy fraction S/(S+S2) of the columns a score counted (inside the border)."""
+    s, s2 = CLASS_NAMES.index("S"), CLASS_NAMES.index("S2")
+    true, predicted = score.confusion.sum(axis=1), score.confusion.sum(axis=0)
+    fraction = lambda counts: counts[s] / (counts[s] + counts[s2]) if counts[s] + counts[s2] else float("nan")  # noqa: E731
+    return float(fraction(true)), float(fraction(predicted))
+
+
+def run_conditions(conditions: Sequence[Condition], model_specs: Sequence[str], out_dir: str | Path,
+                   n: int | None = None, workers: int | None = None, progress: bool = True) -> ConditionSuiteResult:
+    """Run models over the realism suite's conditions and write every output: what `hrtemnet evaluate --condition`
+    does.
+
+    Parameters
+    ----------
+    conditions : from `load_conditions`.
+    model_specs : shipped model names (`msd`, `unet`), model files or training folders.
+    out_dir : folder for each condition's series store and scores (resumed when they are there),
+        per_image.csv, conditions_table.csv/.md, comparisons.csv and f1_by_condition.png.
+    n : series per condition (default: each condition's own `n`).
+    workers : simulation worker processes (default all cores, 0 = in this process).
+
+    Returns
+    -------
+    ConditionSuiteResult, with `files` naming what was written.
+    """
+    import hrtemnet
+    from hrtemnet.models import load_model
+    from hrtemnet.prediction import model_sha256
+    from hrtemnet.progress import progress_bar
+
+    if not conditions or not model_specs:
+        raise UserError("nothing to evaluate: give at least one condition and one --model")
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+        raise UserError(f"--n must be a whole number of at least 1 (got {n})")
+    models = [load_model(spec) for spec in model_specs]  # every model checked before any simulation
+    hashes = [model_sha256(spec) for spec in model_specs]
+    names = _unique_names([display_name(spec) for spec in model_specs])
+    out_dir = Path(out_dir)
+    scores: dict[tuple[str, str], list[ImageScore]] = {}
+    rows: list[dict[str, Any]] = []
+    for condition in conditions:
+        count = n or condition.n
+        folder = out_dir / condition.name
+        _check_condition_record(folder, condition)
+        store = condition_store(folder, condition, count, workers, progress)
+        height, width = store.image_shape
+        image_size_A = (width * store.sampling_A, height * store.sampling_A)
+        log_path = folder / "scores.jsonl"
+        done = {(r["model_sha256"], r["series"]): r for r in _read_records(log_path)}
+        with progress_bar("pred", progress) as bar, open(log_path, "a") as log:
+            todo = [(i, k) for i in range(count) for k in range(len(models)) if (hashes[k], i) not in done]
+            task = bar.add_task(f"{condition.name}: predicting", total=count * len(models),
+                                completed=count * len(models) - len(todo))
+            for index in sorted({i for i, _ in todo}):
+                series, shifts_A, dose = record_condition_series(condition, store.read_images(index),
+                                                                 store.sampling_A, index)
+                truth = store.read_columns(index)
+                for k in (k for i, k in todo if i == index):
+                    frame = hrtemnet.predict(series, sampling_A=store.sampling_A, model=models[k],
+                                             align=condition.align)
+                    score = _score_prediction(frame, truth, image_size_A)
+                    record = {"model_sha256": hashes[k], "series": index, "dose_e_per_A2": dose,
+                              "applied_shifts_A": shifts_A.tolist(), "aligned": bool(frame.attrs["aligned"]),
+                              "measured_shifts_A": frame.attrs["shifts_A"],
+                              "confusion": score.confusion.tolist(),
+                              "squared_error_sum_A2": score.squared_error_sum_A2,
+                              "warnings": len(frame.attrs["warnings"])}
+                    log.write(json.dumps(record) + "\n")
+                    log.flush()
+                    done[hashes[k], index] = record
+                    bar.advance(task)
+        for name, sha in zip(names, hashes, strict=True):
+            scores[condition.name, name] = []
+            for index in range(count):
+                record = done[sha, index]
+                score = ImageScore(np.array(record["confusion"], dtype=np.int64), record["squared_error_sum_A2"])
+                scores[condition.name, name].append(score)
+                rows.append(_condition_row(condition, name, record, score, store.read_params(index)))
+    result = ConditionSuiteResult(list(conditions), names, scores, rows)
+    write_condition_outputs(result, out_dir)
+    return result
+
+
+def _condition_row(condition: Condition, model: str, record: dict, score: ImageScore,
+                   params: dict[str, float]) -> dict[str, Any]:
+    """One line of the suite's per_image.csv: the series' draws, how far its frames drifted and how well
+    `predict` measured it, and the scores."""
+    applied, measured = np.array(record["applied_shifts_A"]), np.array(record["measured_shifts_A"])
+    residual = np.linalg.norm(measured - applied, axis=1).max() if record["aligned"] else float("nan")
+    true_fraction, predicted_fraction = s_vacancy_fractions(score)
+    return ({"condition": condition.name, "series": record["series"], "model": model,
+             "dose_e_per_A2": record["dose_e_per_A2"],
+             "drift_max_A": float(np.linalg.norm(applied, axis=1).max()), "aligned": record["aligned"],
+             "alignment_error_max_A": float(residual), "warnings": record["warnings"]}
+            | score.as_row()
+            | {"s_vacancy_fraction_true": true_fraction, "s_vacancy_fraction_predicted": predicted_fraction}
+            | {name: value for name, value in params.items() if name != "sample_seed"})
+
+
+def write_condition_outputs(result: ConditionSuiteResult, out_dir: Path) -> dict[str, Path]:
+    """per_image.csv, conditions_table.csv and .md, comparisons.csv and f1_by_condition.png in `out_dir`."""
+    from hrtemnet import plotting
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = result.files
+    files["per_image"] = _write_table(out_dir / "per_image.csv", result.rows)
+    table, comparisons = result.table(), result.comparisons()
+    files["table"] = _write_table(out_dir / "conditions_table.csv", table)
+    if comparisons:
+        files["comparisons"] = _write_table(out_dir / "comparisons.csv", comparisons)
+    f1 = {c.label: {m: [s.f1 for s in result.scores[c.name, m]] for m in result.model_names}
+          for c in result.conditions}
+    files["figure"] = plotting.plot_f1_by_condition(f1, out_dir / "f1_by_condition.png")
+    files["report"] = out_dir / "conditions_table.md"
+    files["report"].write_text(condition_report(result, table, comparisons))
+    return files
+
+
+def condition_report(result: ConditionSuiteResult, table: list[dict[str, Any]],
+                     comparisons: list[dict[str, Any]]) -> str:
+    """The suite's Markdown: F1 per condition and model, the details, and the paired tests."""
+    names = result.model_names
+    by_key = {(r["condition"], r["model"]): r for r in table}
+    lines = ["# Realism suite: F1 per condition", "",
+             "Mean species-aware F1 per focal series (± s.e.m.; n series per condition, the same recorded series "
+             f"for every model). Columns matched one-to-one within {MATCH_RADIUS_A} Å, {BORDER_A} Å border left "
+             "out (docs/conventions.md).", "",
+             "| condition | n | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
+    for condition in result.conditions:
+        cells = [f"{by_key[condition.name, m]['mean_f1']:.3f} ± {by_key[condition.name, m]['sem_f1']:.3f}"
+                 for m in names]
+        lines.append(f"| {condition.label} | {by_key[condition.name, names[0]]['n']} | " + " | ".join(cells) + " |")
+    lines += ["", "![F1 per condition](f1_by_condition.png)", "", "## Details", "",
+              "Position F1 ignores the class; per-class F1 and the S-vacancy fraction S/(S+S2) are pooled over the "
+              "condition's series; the relative error is predicted / true - 1.", "",
+              "| condition | model | F1 | position F1 | F1 Mo | F1 S2 | F1 S | S/(S+S2) true | predicted | "
+              "relative error |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in table:
+        lines.append(f"| {r['label']} | {r['model']} | {r['mean_f1']:.3f} | {r['mean_position_f1']:.3f} | "
+                     + " | ".join(f"{r[f'pooled_f1_{c}']:.3f}" for c in CLASS_NAMES)
+                     + f" | {_or_dash(r['s_vacancy_fraction_true'], '.3f')} | "
+                     f"{_or_dash(r['s_vacancy_fraction_predicted'], '.3f')} | "
+                     f"{_or_dash(r['s_vacancy_fraction_relative_error'], '+.0%')} |")
+    if comparisons:
+        lines += ["", "## Paired comparison per condition (same series; Wilcoxon signed-rank test)", "",
+                  "| condition | a | b | mean F1 difference a - b | a better | b better | ties | Wilcoxon p |",
+                  "|---|---|---|---|---|---|---|---|"]
+        labels = {c.name: c.label for c in result.conditions}
+        lines += [f"| {labels[c['condition']]} | {c['a']} | {c['b']} | {c['mean_difference']:+.3f} | "
+                  f"{c['a_better']} | {c['b_better']} | {c['ties']} | {_or_dash(c['wilcoxon_p'], '.2g')} |"
+                  for c in comparisons]
+    lines += ["", "Data: [per-series table](per_image.csv), [this table](conditions_table.csv), "
+              "[comparisons](comparisons.csv); each condition's settings in `<condition>/condition.json`.", ""]
+    return "\n".join(lines)
+
+
+def _or_dash(value: float, spec: str) -> str:
+    """`value` formatted, or a dash where it is undefined (nan: no S columns, fewer than two differing series)."""
+    return "–" if np.isnan(value) else format(value, spec)
+
+
+def condition_summary_table(result: ConditionSuiteResult):
+    """Mean F1 per condition and model as a rich table for the terminal."""
+    from rich.table import Table
+
+    table = Table(title="mean per-series F1 (± s.e.m.) per condition")
+    table.add_column("condition")
+    table.add_column("n", justify="right")
+    for name in result.model_names:
+        table.add_column(name, justify="right")
+    by_key = {(r["condition"], r["model"]): r for r in result.table()}
+    for condition in result.conditions:
+        records = [by_key[condition.name, name] for name in result.model_names]
+        table.add_row(condition.label, str(records[0]["n"]),
+                      *(f"{r['mean_f1']:.3f} ± {r['sem_f1']:.3f}" for r in records))
     return table
