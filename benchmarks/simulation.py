@@ -1,6 +1,7 @@
 """Focal-series simulation: hrtemnet vs the plain documented abTEM usage, measured in the same run.
 
-Each side runs in its own fresh process on the same structures and optics (8 frozen phonons):
+Each side runs in its own fresh process on the same structures and optics (8 frozen phonons), bare MoS2
+(sheets and flakes, half on graphene; no amorphous carbon, no tilt) on the 38.4 Å field at 0.15 Å/px:
   plain   : abtem.Potential(FrozenPhonons(...), sampling=0.05), lazy waves, .compute() per defocus
   hrtemnet: simulate_focal_series (one exit wave per configuration, 3 CTFs, fast FFT grid,
             one slice per atomic plane), i.e. what `hrtemnet simulate --workers 1` runs per sample
@@ -8,29 +9,39 @@ Reported: whole-process wall time (imports and FFT planning included) and the pe
 the first series, plus the FFT-only floor of our grid (the transforms alone, nothing else).
 `--carbon 0 5 10` also times ours (fresh process each) with that many Å of amorphous carbon (2 g/cm³) on
 top of the same structures, with the FFT floor of each (carbon adds ~1 Å slices).
+`--outside N` instead runs the whole commands N times, alternating: `hrtemnet simulate OUT.zarr --n SERIES
+--phonons PHONONS --workers 1` (a config without carbon and tilt, as above) against the plain usage's
+process (`--child plain`), each timed from process start to exit.
 
     python benchmarks/simulation.py [--series 4] [--phonons 8] [--carbon 0 5 10]
+    python benchmarks/simulation.py --outside 2 --series 8 --phonons 8
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 OPTICS = {"defocus_A": (-30.0, 20.0, 70.0), "cs_A": 14.29e4, "astigmatism_A": 20.0, "astigmatism_angle_rad": 0.3,
           "focal_spread_A": 30.0}
 
 
+BARE = {"carbon_probability": 0.0, "tilt_rad_range": (0.0, 0.0)}  # bare MoS2, as issue 14 measures it
+
+
 def structures(n: int, carbon_A: float = 0.0):
     import numpy as np
 
-    from hrtemnet.structures import random_structure
+    from hrtemnet.structures import StructureConfig, random_structure
 
-    return [with_carbon(random_structure(np.random.default_rng(100 + i)).atoms, carbon_A, 200 + i)
-            for i in range(n)]
+    return [with_carbon(random_structure(np.random.default_rng(100 + i), StructureConfig(**BARE)).atoms, carbon_A,
+                        200 + i) for i in range(n)]
 
 
 def with_carbon(atoms, thickness_A: float, seed: int, density_g_cm3: float = 2.0, gap_A: float = 2.5):
@@ -90,14 +101,14 @@ def run_ours(n: int, phonons: int, carbon_A: float = 0.0) -> list[float]:
     return times
 
 
-def fft_floor(phonons: int, carbon_A: float = 0.0) -> float:
+def fft_floor(phonons: int, carbon_A: float = 0.0, n_structures: int = 4) -> float:
     """Seconds for the transforms alone of one series on our grid: 2 per slice + 1 + 3 CTFs, per configuration
     (the mean slice count of the benchmark's structures)."""
     import numpy as np
 
     from hrtemnet.simulation import SimulationConfig, simulation_gpts, slice_thicknesses
 
-    n_slices = float(np.mean([len(slice_thicknesses(atoms)) for atoms in structures(4, carbon_A)]))
+    n_slices = float(np.mean([len(slice_thicknesses(atoms)) for atoms in structures(n_structures, carbon_A)]))
     gpts = simulation_gpts(256, SimulationConfig().oversampling)
     import pyfftw
 
@@ -130,19 +141,47 @@ def measure(mode: str, n: int, phonons: int, carbon_A: float = 0.0) -> dict:
     return result
 
 
+def outside_check(rounds: int, n: int, phonons: int) -> None:
+    """Whole commands, alternating: `hrtemnet simulate ... --workers 1` and the plain usage's process."""
+    script = Path(sys.executable).with_name("hrtemnet")  # the entry point itself, not a shell shim in front of it
+    command = str(script) if script.exists() else shutil.which("hrtemnet")
+    with tempfile.TemporaryDirectory() as folder:
+        config = Path(folder) / "bare.json"
+        config.write_text(json.dumps({"structure": BARE}))
+        sides = {"hrtemnet simulate": lambda r: [command, "simulate", str(Path(folder) / f"out{r}.zarr"), "--n", str(n),
+                                                 "--phonons", str(phonons), "--workers", "1", "--config", str(config)],
+                 "plain abTEM": lambda r: [sys.executable, __file__, "--child", "plain", "--series", str(n),
+                                           "--phonons", str(phonons)]}
+        print(f"whole commands, {n} focal series, {phonons} frozen phonons each, bare MoS2; seconds from start to exit")
+        for r in range(rounds):
+            walls = {}
+            for name in (list(sides) if r % 2 == 0 else list(sides)[::-1]):
+                start = time.perf_counter()
+                subprocess.run(sides[name](r), capture_output=True, text=True, check=True)
+                walls[name] = time.perf_counter() - start
+            ours, plain = walls["hrtemnet simulate"], walls["plain abTEM"]
+            print(f"round {r + 1}: hrtemnet simulate {ours:.2f} s, plain abTEM {plain:.2f} s: {plain / ours:.1f}x",
+                  flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--series", type=int, default=4)
     parser.add_argument("--phonons", type=int, default=8)
     parser.add_argument("--carbon", nargs="*", type=float, default=[], help="Å of carbon on top, ours only")
     parser.add_argument("--child", choices=["plain", "ours"])
+    parser.add_argument("--outside", type=int, default=0, metavar="ROUNDS",
+                        help="time the whole commands instead, alternating, this many rounds")
     parser.add_argument("--child-carbon", type=float, default=0.0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(args.child, args.series, args.phonons, args.child_carbon)
         return
+    if args.outside:
+        outside_check(args.outside, args.series, args.phonons)
+        return
     results = {mode: measure(mode, args.series, args.phonons) for mode in ("plain", "ours")}
-    floor = fft_floor(args.phonons)
+    floor = fft_floor(args.phonons, n_structures=args.series)
     print(f"{args.series} focal series of 3 images, 256x256 px at 0.15 Å, {args.phonons} frozen phonons, 1 process")
     print(f"{'':10} {'process wall s':>15} {'s/series (after 1st)':>22}")
     for mode, result in results.items():
@@ -156,7 +195,7 @@ def main() -> None:
     for carbon_A in args.carbon:
         result = measure("ours", args.series, args.phonons, carbon_A)
         steady = sum(result["times"][1:]) / max(1, len(result["times"]) - 1)
-        floor = fft_floor(args.phonons, carbon_A)
+        floor = fft_floor(args.phonons, carbon_A, args.series)
         print(f"ours, {carbon_A:g} Å carbon on top: {steady:.2f} s/series after the 1st "
               f"(process {result['wall_s']:.1f} s), FFT floor {floor:.2f} s/series, ratio {steady / floor:.1f}x",
               flush=True)

@@ -275,15 +275,24 @@ def open_group(path: str | Path, mode: str = "r"):
 
 
 def write_sample(path: str | Path, index: int, images: np.ndarray, table: np.ndarray, params: np.ndarray) -> None:
+    _write_arrays(_store_arrays(path), index, images, table, params)
+
+
+def _store_arrays(path: str | Path) -> dict:
+    """The store's arrays opened for writing (once per run in this process, once per task on a dask worker)."""
     group = open_group(path, mode="r+")
-    max_columns = group["columns"].shape[1]
+    return {name: group[name] for name in ARRAY_NAMES}
+
+
+def _write_arrays(arrays: dict, index: int, images: np.ndarray, table: np.ndarray, params: np.ndarray) -> None:
+    max_columns = arrays["columns"].shape[1]
     if len(table) > max_columns:
         raise RuntimeError(f"sample {index} has {len(table)} columns, more than the store's {max_columns}")
     padded = np.full((max_columns, 3), np.nan, dtype=np.float32)
     padded[: len(table)] = table
-    group["images"][index] = images.astype(group["images"].dtype)
-    group["columns"][index] = padded
-    group["params"][index] = params  # last: marks the sample as complete
+    arrays["images"][index] = images.astype(arrays["images"].dtype)
+    arrays["columns"][index] = padded
+    arrays["params"][index] = params  # last: marks the sample as complete
 
 
 def _simulate_and_write(path: str, config_dict: dict, seed: int, index: int) -> int:
@@ -295,6 +304,18 @@ def _simulate_and_write(path: str, config_dict: dict, seed: int, index: int) -> 
     images, columns, params = simulate_sample(config, seed, index, table)
     write_sample(path, index, images, columns, params)
     return index
+
+
+def _simulate_in_process(path: str | Path, config: DatasetConfig, seed: int, todo: list[int], advance) -> None:
+    """The samples `todo` one after the other in this process, with the store and vibration table opened once;
+    each exactly as the dask task `_simulate_and_write` makes it."""
+    from hrtemnet.vibrations import vibration_table_for
+
+    arrays = _store_arrays(path)
+    table = vibration_table_for(config.simulation.num_phonons, config.vibrations_file)
+    for index in todo:
+        _write_arrays(arrays, index, *simulate_sample(config, seed, index, table))
+        advance()
 
 
 def missing_indices(path: str | Path) -> np.ndarray:
@@ -333,8 +354,9 @@ def simulate_dataset(path: str | Path, n: int, seed: int, config: DatasetConfig 
                      workers: int | None = None, scheduler: str | None = None, progress: bool = True) -> dict:
     """Simulate `n` samples into the store at `path`, filling in only what is missing.
 
-    workers=0 runs in this process (no dask); otherwise a LocalCluster of `workers` single-threaded
-    processes, or the cluster at `scheduler` (tcp://host:port). Returns a summary with throughput.
+    workers=0 or 1 runs in this process (no dask: a cluster of one worker would only add its start-up and a
+    second import of everything); otherwise a LocalCluster of `workers` single-threaded processes (default:
+    one per core), or the cluster at `scheduler` (tcp://host:port). Returns a summary with throughput.
     """
     config = (config or DatasetConfig()).validate()
     if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
@@ -364,17 +386,16 @@ def _fill_store(path, n: int, seed: int, config: DatasetConfig, workers, schedul
     start = time.perf_counter()
     with progress_bar("series", progress) as bar:
         task = bar.add_task("simulating", total=n, completed=n - len(todo))
-        if scheduler is None and workers == 0:
-            for index in todo:
-                _simulate_and_write(str(path), config_dict, seed, index)
-                bar.advance(task)
+        if scheduler is None and workers is None:
+            workers = os.cpu_count() or 1
+        if scheduler is None and workers <= 1:
+            _simulate_in_process(path, DatasetConfig.from_dict(config_dict), seed, todo, lambda: bar.advance(task))
         else:
             from dask.distributed import Client, LocalCluster, as_completed
 
             if scheduler:
                 cluster, client = None, Client(scheduler)
             else:
-                workers = workers or os.cpu_count() or 1
                 cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                                        dashboard_address=None, silence_logs=40)
                 client = Client(cluster)

@@ -213,9 +213,14 @@ _FOURIER_ARRAYS: dict = {}  # scattering factors, apertures, propagators per gri
 _wisdom_loaded = False
 
 
-def _fftw_wisdom_path() -> str:
+def _cache_folder() -> str:
+    """~/.cache/hrtemnet (or $XDG_CACHE_HOME/hrtemnet): what a fresh worker process would otherwise recompute."""
     cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(cache, "hrtemnet", "fftw_wisdom.json")
+    return os.path.join(cache, "hrtemnet")
+
+
+def _fftw_wisdom_path() -> str:
+    return os.path.join(_cache_folder(), "fftw_wisdom.json")
 
 
 def _fft_plans(name: str, shape: tuple[int, int, int], real: bool = False) -> tuple:
@@ -277,19 +282,51 @@ def _fourier_array(key: tuple, make) -> np.ndarray:
 def _potential_kernel(symbol: str, gpts: tuple[int, int], sampling: tuple[float, float],
                       parametrization: str) -> np.ndarray:
     """abTEM's infinite-projection kernel of one element (projected scattering factor / pixel sinc), as the
-    half spectrum of a real-to-complex transform, divided by the grid size (our transforms are unnormalised)."""
-    def make():
+    half spectrum of a real-to-complex transform, divided by the grid size (our transforms are unnormalised).
+
+    Kept in memory for the process and in the cache folder for the next one: abTEM evaluates the scattering
+    factor with a numba function compiled on its first call, which costs a fresh process about a second."""
+    def compute():
         from abtem.integrals import ScatteringFactorProjectionIntegrals, sinc
 
         factor = ScatteringFactorProjectionIntegrals(parametrization).get_scattering_factor(
             symbol, gpts, sampling, "cpu") / sinc(gpts, sampling, "cpu")
         return (factor[:, : gpts[1] // 2 + 1] / (gpts[0] * gpts[1])).astype(np.complex64)
 
-    return _fourier_array(("potential", symbol, gpts, sampling, parametrization), make)
+    key = ("potential", symbol, gpts, sampling, parametrization)
+    return _fourier_array(key, lambda: _disk_cached(key, (gpts[0], gpts[1] // 2 + 1), np.complex64, compute))
 
 
-def _add_deltas(real: np.ndarray, positions_px: np.ndarray) -> None:
-    """abTEM's `superpose_deltas` (bilinear weights, periodic), by one bincount instead of np.add.at."""
+def _disk_cached(key: tuple, shape: tuple[int, ...], dtype, compute) -> np.ndarray:
+    """`compute()`, saved as .npy in the cache folder under a hash of `key` and the abTEM version, and loaded
+    from there by later processes. Loaded without pickle support (a crafted file cannot run code); a file of
+    another shape or type, or an unreadable one, is computed and written again."""
+    import hashlib
+
+    import abtem
+
+    name = hashlib.sha256(repr((key, abtem.__version__)).encode()).hexdigest()[:32]
+    path = os.path.join(_cache_folder(), f"{key[0]}-{name}.npy")
+    try:
+        array = np.load(path, allow_pickle=False)
+        if array.shape == shape and array.dtype == dtype:
+            return array
+    except Exception:  # no cache yet, or a damaged one: compute
+        pass
+    array = np.ascontiguousarray(compute(), dtype=dtype)
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = f"{path}.{os.getpid()}.tmp.npy"
+        np.save(tmp, array, allow_pickle=False)
+        os.replace(tmp, path)
+    except OSError:  # read-only home: compute again next time
+        pass
+    return array
+
+
+def _set_deltas(real: np.ndarray, positions_px: np.ndarray) -> None:
+    """`real` = abTEM's `superpose_deltas` of the positions on a zero grid (bilinear weights, periodic), by one
+    bincount instead of np.add.at."""
     nx, ny = real.shape
     floor = np.floor(positions_px).astype(np.int64)
     x, y = positions_px[:, 0] - floor[:, 0], positions_px[:, 1] - floor[:, 1]
@@ -297,7 +334,7 @@ def _add_deltas(real: np.ndarray, positions_px: np.ndarray) -> None:
     rows = np.concatenate([floor[:, 0] % nx, (floor[:, 0] + 1) % nx] * 2)
     cols = np.concatenate([floor[:, 1] % ny] * 2 + [(floor[:, 1] + 1) % ny] * 2)
     weights = np.concatenate([1 + xy - y - x, x - xy, y - xy, xy])
-    real += np.bincount(rows * ny + cols, weights, minlength=nx * ny).reshape(nx, ny).astype(np.float32)
+    real[:] = np.bincount(rows * ny + cols, weights, minlength=nx * ny).reshape(nx, ny)
 
 
 def _sliced_configurations(structure, gpts, thicknesses, parametrization: str) -> list[list[dict]]:
@@ -319,6 +356,42 @@ def _sliced_configurations(structure, gpts, thicknesses, parametrization: str) -
     return sliced
 
 
+def _scratch(name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
+    """A work array kept for the process (one per name and shape), like the FFT buffers."""
+    return _fourier_array(("scratch", name, shape, np.dtype(dtype).str), lambda: np.empty(shape, dtype=dtype))
+
+
+def _slice_potentials(slices: list[dict], index: int, symbols: list[str], gpts: tuple[int, int],
+                      sampling: tuple[float, float], parametrization: str) -> np.ndarray:
+    """Projected potential V of slice `index` of every configuration, (n, nx, ny) float32 in the "potential"
+    FFT buffer: per element, the deltas of its atoms by a real-to-complex transform times the element's
+    kernel; the elements' spectra summed, then one complex-to-real transform."""
+    shape = (len(slices), *gpts)
+    potential, spectrum, forward, backward = _fft_plans("potential", shape, True)
+    spectrum_sum = _scratch("potential spectrum sum", spectrum.shape, np.complex64) if len(symbols) > 1 else None
+    for position, symbol in enumerate(symbols):
+        for config, config_slices in enumerate(slices):
+            positions = config_slices[index].get(symbol)
+            if positions is None:
+                potential[config] = 0
+            else:
+                _set_deltas(potential[config], (positions / np.asarray(sampling)).astype(np.float32))
+        forward.execute()
+        kernel = _potential_kernel(symbol, gpts, sampling, parametrization)
+        if spectrum_sum is None:
+            spectrum *= kernel
+        elif position == 0:
+            np.multiply(spectrum, kernel, out=spectrum_sum)
+        else:
+            spectrum *= kernel
+            if position < len(symbols) - 1:
+                spectrum_sum += spectrum
+            else:
+                spectrum += spectrum_sum  # the last element's spectrum stays in the buffer the inverse reads
+    backward.execute()
+    return potential
+
+
 def _multislice_intensities(configurations: list[list[dict]], gpts: tuple[int, int],
                             sampling: tuple[float, float], thicknesses: tuple[float, ...], energy_eV: float,
                             parametrization: str, ctf_kernel: np.ndarray) -> np.ndarray:
@@ -328,7 +401,12 @@ def _multislice_intensities(configurations: list[list[dict]], gpts: tuple[int, i
     own kernels: potential = deltas (*) projected scattering factor / sinc, transmission exp(iσV) band-limited
     by the antialias aperture, then the antialiased Fresnel propagator, the CTF in Fourier space. Faster by
     doing all configurations in one batch on plans made once, real transforms for the potential, a slice
-    without atoms only propagating, and the wave left in Fourier space after the last slice for the CTFs.
+    without atoms only propagating, the band-limited transmission of the first slice taken as the wave (the
+    plane wave is 1), the wave left in Fourier space after the last slice for the CTFs, |ψ|² summed in place.
+    All transforms are unnormalised: the 1/size factors ride along in the band limit and the CTF. Keep every
+    arithmetic step and its order when changing this loop: on the same FFTW plans its images then stay equal
+    to the bit to those of earlier versions, and a dataset resumed with a newer version equals an
+    uninterrupted one (checked for each speed change, benchmarks/RESULTS.md).
     """
     from abtem.antialias import antialias_aperture
     from abtem.core.energy import energy2sigma
@@ -336,59 +414,57 @@ def _multislice_intensities(configurations: list[list[dict]], gpts: tuple[int, i
 
     n_configs, (nx, ny), size = len(configurations), gpts, gpts[0] * gpts[1]
     shape = (n_configs, nx, ny)
+    # two complex buffers with their plans: the wave and the transmission; the first slice with atoms turns the
+    # transmission's buffer into the wave's
     wave, wave_forward, wave_backward = _fft_plans("wave", shape)
     transmission, transmission_forward, transmission_backward = _fft_plans("transmission", shape)
-    potential, potential_spectrum, potential_forward, potential_backward = _fft_plans("potential", shape, True)
+    cosines = _scratch("cosines", shape, np.float32)
     aperture = _fourier_array(("aperture", gpts, sampling),
                               lambda: antialias_aperture(gpts, sampling, np).astype(np.float32))
-    # band limit of the transmission; the wave just came back from an unnormalised inverse: one more 1/size
+    # band limit of the transmission: 1/size for each of its two unnormalised transforms
     band_limit = _fourier_array(("band limit", gpts, sampling), lambda: aperture / np.float32(size) ** 2)
     sigma = np.float32(energy2sigma(energy_eV))
-    wave[:] = 1.0
-    in_fourier_space = False
+    plane_wave = True  # the wave is still the incident plane wave, 1 everywhere in real space
     for index, thickness in enumerate(thicknesses):
         propagator = _fourier_array(("propagator", thickness, gpts, sampling, energy_eV), lambda t=thickness: (
             _fresnel_propagator_array(t, gpts, sampling, energy_eV, "cpu") * aperture).astype(np.complex64))
         symbols = sorted({s for slices in configurations for s in slices[index]})
         if symbols:
-            accumulated = np.zeros_like(potential_spectrum) if len(symbols) > 1 else None
-            for symbol in symbols:
-                potential[:] = 0
-                for config, slices in enumerate(configurations):
-                    if symbol in slices[index]:
-                        positions = (slices[index][symbol] / np.asarray(sampling)).astype(np.float32)
-                        _add_deltas(potential[config], positions)
-                potential_forward.execute()
-                potential_spectrum *= _potential_kernel(symbol, gpts, sampling, parametrization)
-                if accumulated is not None:
-                    accumulated += potential_spectrum
-            if accumulated is not None:
-                potential_spectrum[:] = accumulated
-            potential_backward.execute()  # the slice's projected potential V (all configurations)
+            potential = _slice_potentials(configurations, index, symbols, gpts, sampling, parametrization)
             potential *= sigma
-            np.cos(potential, out=transmission.real)
-            np.sin(potential, out=transmission.imag)
+            # exp(iσV): numpy's cos/sin write contiguous arrays twice as fast as the strided halves of a complex
+            np.cos(potential, out=cosines)
+            np.sin(potential, out=potential)
+            transmission.real = cosines
+            transmission.imag = potential
             transmission_forward.execute()
             transmission *= band_limit
-            transmission_backward.execute()
-            if in_fourier_space:
-                wave_backward.execute()
+            transmission_backward.execute()  # the band-limited transmission, times 1/size
+            if plane_wave:  # ψ = 1, so ψ·t is t: swap the buffers instead of multiplying
+                transmission *= np.float32(size)
+                wave, transmission = transmission, wave
+                wave_forward, transmission_forward = transmission_forward, wave_forward
+                wave_backward, transmission_backward = transmission_backward, wave_backward
             else:
-                transmission *= np.float32(size)  # the wave is not scaled: undo band_limit's extra 1/size
-            wave *= transmission
+                wave_backward.execute()
+                wave *= transmission
             wave_forward.execute()
-            in_fourier_space = True
-        elif not in_fourier_space:
+            plane_wave = False
+        elif plane_wave:
+            wave[:] = 1.0
             wave_forward.execute()
-            in_fourier_space = True
+            plane_wave = False
         wave *= propagator
     images = np.zeros((len(ctf_kernel), nx, ny), dtype=np.float64)
     for index, kernel in enumerate(ctf_kernel):
-        np.multiply(wave, (kernel / size).astype(np.complex64), out=transmission)
+        np.multiply(wave, kernel / np.complex64(size), out=transmission)
         transmission_backward.execute()
         squares = transmission.view(np.float32)  # |ψ|² = re² + im², in place: no temporaries
         np.square(squares, out=squares)
-        images[index] = squares.reshape(n_configs, nx, ny, 2).sum(axis=(0, 3), dtype=np.float64)
+        parts = squares.reshape(n_configs, nx, ny, 2)
+        for config in range(n_configs):  # summed in float64, one contiguous image at a time
+            images[index] += parts[config, :, :, 0]
+            images[index] += parts[config, :, :, 1]
     return images / n_configs
 
 
