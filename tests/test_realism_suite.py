@@ -256,3 +256,9 @@ def test_evaluate_condition_command_with_a_shell_glob(tmp_path):
     mixed = CliRunner().invoke(app, ["evaluate", str(store), "--condition", str(files[0]), "--model", "msd",
                                      "--out", str(out)])
     assert mixed.exit_code == 2 and "not both" in mixed.output
+    for bad, message in ((["--threads", "0"], "--threads must be"), (["--dose", "1e4"], "--dose and --limit")):
+        refused = CliRunner().invoke(app, [*args, *bad])
+        assert refused.exit_code == 2 and message in refused.output, refused.output
+    suite_option_on_a_dataset = CliRunner().invoke(app, ["evaluate", str(store), "--model", "msd", "--n", "3",
+                                                         "--out", str(out)])
+    assert suite_option_on_a_dataset.exit_code == 2 and "apply to --condition" in suite_option_on_a_dataset.output

@@ -314,6 +314,8 @@ def evaluate_command(
                                  "condition's n)."),
     workers: int | None = typer.Option(None, "--workers", help="With --condition: simulation worker processes "
                                        "(default: all cores; 0 = in-process)."),
+    threads: int | None = typer.Option(None, "--threads", help="With --condition: torch threads for the networks "
+                                       "(default: all cores; 1 is much faster on cores other jobs keep busy)."),
     dose: float | None = typer.Option(
         None, "--dose", help="Fixed dose in e/Å² (default: drawn per image like training's, from the noise model "
         "that report.md and summary.json state)."
@@ -342,14 +344,14 @@ def evaluate_command(
                             "and --n the number of series")
         writable_folder(out_dir, "--out-dir", create=False)
         suite = evaluation.run_conditions(evaluation.load_conditions(conditions), model, out_dir, n=n,
-                                          workers=workers)
+                                          workers=workers, threads=threads)
         console.print(evaluation.condition_summary_table(suite))
         console.print(f"report: {suite.files['report']}", highlight=False)
         return
     if not datasets:
         raise UserError("give validation dataset(s) (zarr stores from `hrtemnet simulate`) or --condition FILE")
-    if n is not None or workers is not None:
-        raise UserError("--n and --workers apply to --condition; for a dataset use --limit")
+    if n is not None or workers is not None or threads is not None:
+        raise UserError("--n, --workers and --threads apply to --condition; for a dataset use --limit")
     config = evaluation.EvaluationConfig(dose_e_per_A2=dose, limit=limit, seed=seed,
                                          dose_sweep_e_per_A2=tuple(parse_float_list(dose_sweep, "--dose-sweep")),
                                          dose_sweep_images=dose_sweep_images, example_index=example)

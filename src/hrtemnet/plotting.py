@@ -251,7 +251,8 @@ def plot_f1_by_condition(f1: Mapping[str, Mapping[str, Sequence[float]]], path: 
                         transform=ax.get_yaxis_transform())
     ax.set_yticks(np.arange(len(conditions)), conditions)
     ax.invert_yaxis()  # conditions top to bottom in the suite's order
-    ax.set_xlim(0, 1.0)
+    ax.set_xlim(0, 1.02)  # dots at 1.0 stay visible
+    ax.set_xticks(np.linspace(0, 1, 11))
     ax.set_xlabel("species-aware F1 per focal series (1 = every column found and classified correctly)")
     ax.grid(axis="x", alpha=0.3)
     ax.legend(loc="lower left", bbox_to_anchor=(0, 1.0), ncol=min(len(models), 3), fontsize=8, frameon=False)
