@@ -120,15 +120,36 @@ def test_the_suite_holds_the_issues_conditions():
             assert condition.dataset.structure.tilt_rad_range == (0.0, 0.0) or condition.name == "12_tilt_1_2deg"
 
 
-def test_the_defocus_edge_conditions_draw_from_their_edges(tmp_path):
-    for name, first_range in (("03_defocus_low_edge", (-150, -80)), ("04_defocus_high_edge", (40, 100))):
-        condition = tiny(load_condition(SUITE / f"{name}.json"), n=4)
-        store = condition_store(tmp_path / name, condition, condition.n, workers=0, progress=False)
-        for index in range(condition.n):
-            params = store.read_params(index)
-            defocus = [params[f"defocus_{i}_A"] for i in range(3)]
-            assert first_range[0] <= defocus[0] <= first_range[1]
-            assert all(80 <= step <= 120 for step in np.diff(defocus))
+@pytest.mark.parametrize("path", sorted(SUITE.glob("*.json")), ids=lambda p: p.stem)
+def test_every_conditions_series_are_drawn_from_its_ranges(tmp_path, path):
+    """What the store holds and what `record_condition_series` adds lie in the ranges the file states (the
+    defocus edges start in their window, contamination is there in every series, the dose is low, ...)."""
+    from hrtemnet.evaluation import record_condition_series
+
+    condition = tiny(load_condition(path), n=3)
+    structure, optics = condition.dataset.structure, condition.dataset.optics
+    store = condition_store(tmp_path, condition, condition.n, workers=0, progress=False)
+    for index in range(condition.n):
+        params = store.read_params(index)
+        defocus = [params[f"defocus_{i}_A"] for i in range(optics.num_defocus)]
+        assert optics.first_defocus_A_range[0] <= defocus[0] <= optics.first_defocus_A_range[1]
+        assert all(optics.defocus_step_A_range[0] <= step <= optics.defocus_step_A_range[1]
+                   for step in np.diff(defocus))
+        assert params["energy_eV"] == optics.energy_eV
+        assert structure.tilt_rad_range[0] <= params["tilt_rad"] <= structure.tilt_rad_range[1]
+        carbon = [params["carbon_top_A"], params["carbon_bottom_A"]]
+        low, high = structure.carbon_thickness_A_range
+        assert all(thickness == 0 or low <= thickness <= high for thickness in carbon)
+        if structure.carbon_probability == 1:
+            assert max(carbon) >= low > 0
+        elif structure.carbon_probability == 0:
+            assert carbon == [0, 0]
+        _, shifts_A, dose = record_condition_series(condition, store.read_images(index), store.sampling_A, index)
+        assert condition.noise.dose_e_per_A2_range[0] <= dose <= condition.noise.dose_e_per_A2_range[1]
+        lengths = np.linalg.norm(shifts_A, axis=1)
+        assert lengths[0] == 0 and all(condition.drift_A_range[0] <= d <= condition.drift_A_range[1]
+                                       for d in lengths[1:])
+    assert store.sampling_A == condition.dataset.simulation.sampling_A
 
 
 def test_drift_conditions_drift_and_only_the_aligned_one_is_aligned(tmp_path, fake_predict):
