@@ -283,3 +283,11 @@ def test_evaluate_condition_command_with_a_shell_glob(tmp_path):
     suite_option_on_a_dataset = CliRunner().invoke(app, ["evaluate", str(store), "--model", "msd", "--n", "3",
                                                          "--out", str(out)])
     assert suite_option_on_a_dataset.exit_code == 2 and "apply to --condition" in suite_option_on_a_dataset.output
+
+
+def test_a_retrained_model_is_told_apart_from_the_shipped_one_of_the_same_name():
+    from hrtemnet.evaluation import model_display_names
+
+    assert model_display_names(["msd", "unet", "runs/realism/stage2/msd/best.pt", "runs/realism/stage2/unet"]) == [
+        "msd", "unet", "stage2/msd", "stage2/unet"]
+    assert model_display_names(["a/stage1_msd_best.pt", "msd", "msd"]) == ["stage1_msd_best", "msd (2)", "msd (3)"]

@@ -186,17 +186,27 @@ def run(datasets: Sequence[str | Path], model_specs: Sequence[str], out_dir: str
             raise UserError(f"dataset {path} does not exist; create one with `hrtemnet simulate {path} --n N`")
     store = open_stores(list(datasets))
     models = [load_model(spec) for spec in model_specs]
-    for spec, model in zip(model_specs, models, strict=True):
-        model.name = display_name(spec)
+    for name, model in zip(model_display_names(model_specs), models, strict=True):
+        model.name = name
     return evaluate_models(store, models, Path(out_dir), config or EvaluationConfig())
 
 
-def display_name(spec: str | Path) -> str:
-    """`msd`, `unet`, or a file's name; a training folder's `best.pt`/`final.pt` is named after the folder."""
+def display_name(spec: str | Path, folders: int = 1) -> str:
+    """`msd`, `unet`, or a file's name; a training folder's `best.pt`/`final.pt` is named after the folder.
+    `folders` > 1 keeps that many path components (`stage2/msd` for `runs/realism/stage2/msd/best.pt`)."""
     path = Path(spec)
-    if path.suffix != ".pt":
-        return path.name
-    return path.parent.name if path.stem in ("best", "final", "checkpoint") else path.stem
+    if path.suffix == ".pt":
+        path = path.parent if path.stem in ("best", "final", "checkpoint") else path.with_suffix("")
+    return "/".join(path.parts[-folders:])
+
+
+def model_display_names(specs: Sequence[str | Path]) -> list[str]:
+    """Names of the models in tables and figures: `display_name`, with the folder above added for a model file
+    whose name another model has (`stage2/msd` next to the shipped `msd`), numbered if still the same."""
+    names = [display_name(spec) for spec in specs]
+    names = [display_name(spec, folders=2) if names.count(name) > 1 else name for spec, name in zip(specs, names,
+                                                                                                     strict=True)]
+    return _unique_names(names)
 
 
 def evaluate_models(
@@ -707,7 +717,7 @@ def run_conditions(conditions: Sequence[Condition], model_specs: Sequence[str], 
         torch.set_num_threads(threads)
     models = [load_model(spec) for spec in model_specs]  # every model checked before any simulation
     hashes = [model_sha256(spec) for spec in model_specs]
-    names = _unique_names([display_name(spec) for spec in model_specs])
+    names = model_display_names(model_specs)
     out_dir = Path(out_dir)
     scores: dict[tuple[str, str], list[ImageScore]] = {}
     rows: list[dict[str, Any]] = []
