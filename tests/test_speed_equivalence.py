@@ -21,13 +21,15 @@ def whole_image(net, x):
         return net._final(models._MSDLayers.apply(x, net.biases, net.group_size, net.width, *net.weights))
 
 
-@pytest.mark.parametrize("width,group_size,strip_rows", [(1, 10, 16), (1, 10, 1), (2, 3, 7), (1, 4, 500)])
-def test_strips_equal_whole_image_and_naive_float64(width, group_size, strip_rows):
-    """300x200 (no multiple of anything): reflect borders, strips crossing them, the last short strip."""
+@pytest.mark.parametrize("width,group_size,strip_rows,threads",
+                         [(1, 10, 16, 1), (1, 10, 1, 1), (2, 3, 7, 1), (1, 4, 500, 1), (1, 10, 16, 2), (2, 3, 5, 3)])
+def test_strips_equal_whole_image_and_naive_float64(width, group_size, strip_rows, threads):
+    """300x200 (no multiple of anything): reflect borders, strips crossing them, the last short strip; groups
+    spread over 2 and 3 threads (each waiting for the rows of the previous group), the last on a helper thread."""
     torch.manual_seed(2)
     net = randomised(MSDNet(depth=23, width=width, group_size=group_size).double())
     x = torch.randn(2, 3, 300, 200, dtype=torch.float64)
-    strips = net.forward_strips(x, strip_rows)
+    strips = models._msd_forward_strips(net, x, strip_rows, threads)
     torch.testing.assert_close(strips, whole_image(net, x), rtol=1e-12, atol=1e-12)
     with torch.no_grad():
         torch.testing.assert_close(strips, net.forward_naive(x), rtol=1e-12, atol=1e-12)
@@ -58,7 +60,7 @@ def test_forward_uses_strips_only_without_gradients(monkeypatch):
     net = MSDNet(depth=3)
     calls = []
     monkeypatch.setattr(models, "MSD_STRIPS_MIN_PIXELS", 0)
-    monkeypatch.setattr(models, "_msd_forward_strips", lambda *args: calls.append(1) or torch.zeros(1))
+    monkeypatch.setattr(models, "_msd_forward_strips", lambda *args, **kwargs: calls.append(1) or torch.zeros(1))
     x = torch.randn(1, 3, 16, 16)
     with torch.inference_mode():
         net(x)
@@ -110,12 +112,33 @@ def test_fast_multislice_equals_abtem_pipeline(phonons, structure_seed):
     np.testing.assert_allclose(fast, reference, atol=2e-5, rtol=0)
 
 
-def test_strips_run_on_one_thread_and_restore_the_setting():
-    net = MSDNet(depth=4)
+def test_strips_use_the_torch_thread_setting_and_leave_it():
+    """`forward` under inference mode with 2 torch threads: groups on 2 threads (the last group and the output
+    on the helper thread, which must run in the caller's inference mode), same outputs, setting unchanged."""
+    net = randomised(MSDNet(depth=23, group_size=3))
+    x = torch.randn(1, 3, 40, 30)
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        net.forward_strips(torch.randn(1, 3, 20, 20))
+        with torch.inference_mode():
+            strips = net.forward_strips(x)
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(threads)
+    torch.testing.assert_close(strips, whole_image(net, x), rtol=1e-5, atol=1e-5)
+
+
+def test_an_error_on_a_helper_thread_is_raised_not_waited_for(monkeypatch):
+    from hrtemnet import msd_kernel
+
+    step = msd_kernel.group_step
+
+    def failing_in_group_1(maps, block, *args):
+        if args[-3] == 3 + 3:  # `before` = 6: group 1, on the helper thread; the caller waits for its rows
+            raise RuntimeError("helper failed")
+        return step(maps, block, *args)
+
+    monkeypatch.setattr(msd_kernel, "group_step", failing_in_group_1)
+    net = MSDNet(depth=12, group_size=3)
+    with pytest.raises(RuntimeError, match="helper failed"):
+        models._msd_forward_strips(net, torch.randn(1, 3, 30, 30), 8, 2)

@@ -17,14 +17,19 @@ Inference on large images (`MSDNet.forward_strips`, used by `forward` whenever n
 whole-image form streams ~100 maps x H x W (0.4 GB at 1024²) and the 9 tap planes of every layer through
 memory, ~4x slower per pixel at 1024² than at 256². The strip form keeps the same buffer, padded once by
 reflection (so every layer reads its reflect-padded taps directly), and walks each group of layers down the
-image in strips of rows: one matrix multiply per strip for the group's earlier maps, each layer of the group
-following `sum of dilations so far` rows behind, so the taps it reads were written moments before and are
-still in cache. Each tap row is computed once (no halo recomputation); outputs equal the whole-image form.
+image in strips of rows: one matrix multiply per strip for the group's earlier maps, then one compiled call
+(`hrtemnet.msd_kernel`, numba) that sums each layer's taps over the tap columns at once (3 planes kept instead
+of 9), adds the group's own earlier maps, and makes each layer's rows `sum of dilations so far` rows behind
+the strip, where everything it reads exists and is still in cache. Each tap row is computed once (no halo
+recomputation); outputs equal the whole-image form to rounding. With several threads, whole groups run on
+different threads, each following the previous group down the image (a wavefront), instead of threads
+synchronising on every small operation.
 """
 
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -163,114 +168,119 @@ class _MSDLayers(torch.autograd.Function):
 
 # Images with at most this many pixels run the whole-image form (its buffer fits in cache; measured as fast).
 MSD_STRIPS_MIN_PIXELS = 2 * 256 * 256
-MSD_STRIP_ROWS = 16  # rows per strip: fewer rows cost more Python calls, more rows fall out of cache
+MSD_STRIP_ROWS = 16  # rows per strip: fewer rows cost more calls, more rows fall out of cache
 
 
 @torch.no_grad()
-def _msd_forward_strips(net: MSDNet, x: torch.Tensor, strip_rows: int = MSD_STRIP_ROWS) -> torch.Tensor:
+def _msd_forward_strips(net: MSDNet, x: torch.Tensor, strip_rows: int = MSD_STRIP_ROWS,
+                        threads: int = 1) -> torch.Tensor:
     """`net(x)` without autograd, computed in strips of rows that stay in cache (module docstring).
 
     Padded coordinates: the buffer holds every map reflect-padded by `pad` (the largest dilation) on all
     sides; reflection commutes with the per-pixel tap products, so the taps of the padded maps are the
-    reflect-padded taps that `_shifted_sum` builds. A map's pad rows and columns are filled as soon as the
-    rows they mirror exist. Layer m of a group is `lag[m]` (the sum of the group's dilations up to m) rows
-    behind the group's tap frontier, so the rows it reads (taps of the earlier maps, the maps of earlier layers
-    in the group) are complete. Each layer slot keeps its taps in a small sliding window of rows (`windows`).
+    reflect-padded taps that `_shifted_sum` builds. Per group and strip, one matrix multiply makes the taps of
+    the maps that exist before the group; `msd_kernel.group_step` does the rest (the group's own maps, the
+    shifted sums, padding). Layer m of a group is `lag[m]` (the sum of the group's dilations up to m) rows
+    behind the strip frontier, so the rows it reads are complete.
+
+    `threads` > 1: group g runs on thread g % threads, one group after another down the image, each waiting
+    only until the previous group has finished the rows its next strip reads (a wavefront: no thread waits for
+    another within a strip, unlike per-operation threading). Torch runs single-threaded in each of them.
     """
+    from hrtemnet.msd_kernel import group_step
+
     c_in, height, width_px = x.shape[1], x.shape[2], x.shape[3]
     w, depth, group = net.width, net.depth, net.group_size
     dilations = [[msd_dilation(i * w + j) for j in range(w)] for i in range(depth)]
     layer_d = [max(d) for d in dilations]
     pad = max(layer_d)
     hp, wp = height + 2 * pad, width_px + 2 * pad
-    h = strip_rows
     weights, biases = [t.detach() for t in net.weights], net.biases.detach()
     final_w, final_b = net.final.weight.view(net.out_channels, -1), net.final.bias.view(-1, 1, 1)
     out = x.new_empty((x.shape[0], net.out_channels, height, width_px))
-    maps = x.new_empty((c_in + depth * w, hp, wp))
-    flat = maps.view(maps.shape[0], -1)
-    slots = min(group, depth)
-    block_buffer = x.new_empty((slots * w * 9, h * wp))  # the group's taps of one strip
-    lags, window_rows = [0] * depth, [0] * slots
-    for first in range(0, depth, group):
-        lag = 0
-        for m, i in enumerate(range(first, min(first + group, depth))):
-            lag += layer_d[i]
-            lags[i] = lag
-            # rows a layer holds: its window (h + 2d) behind the frontier by `lag`, plus 2 strips of slack
-            window_rows[m] = max(window_rows[m], min(hp, lag + 2 * layer_d[i] + 3 * h))
-    windows = [x.new_empty((w * 9, rows, wp)) for rows in window_rows]
+    maps = x.new_empty((c_in + depth * w, hp, wp))  # every element is written before it is read
+    flat, maps_np = maps.view(maps.shape[0], -1), maps.numpy()
+    groups = [(first, min(first + group, depth)) for first in range(0, depth, group)]
+    threads = max(1, min(threads, len(groups)))
+    finished = np.zeros(len(groups), dtype=np.int64)  # image rows every map of a group has finished (and padded)
+    progress = threading.Condition()
+    failed = []
 
-    def finish_rows(plane: torch.Tensor, start: int, end: int) -> None:
-        """Reflect padding of image rows start..end of one map (columns, then the rows they mirror)."""
-        rows = plane[pad + start: pad + end]
-        rows[:, :pad] = rows[:, pad + 1: 2 * pad + 1].flip(-1)
-        rows[:, pad + width_px:] = rows[:, width_px - 1: pad + width_px - 1].flip(-1)
-        if start <= pad:
-            n = min(pad, end - 1)
-            plane[pad - n: pad] = plane[pad + 1: pad + n + 1].flip(0)
-        if end == height:
-            plane[pad + height:] = plane[height - 1: pad + height - 1].flip(0)
+    def as_index(values) -> np.ndarray:
+        return np.asarray(values, dtype=np.int64)
 
-    for b in range(x.shape[0]):
-        maps[:c_in] = F.pad(x[b], (pad,) * 4, mode="reflect")
-        for first in range(0, depth, group):
-            last = min(first + group, depth)
+    def run_groups(worker: int, b: int) -> None:
+        slots = min(group, depth) * w
+        # ring rows per map: the strip + the layer's lag + its dilation, the rows written but not yet read
+        ring = x.new_empty((slots, 3, strip_rows + max(sum(layer_d[f:e]) for f, e in groups) + pad + 1, width_px))
+        block_buffer = x.new_empty(slots * 9 * strip_rows * wp)
+        for g in range(worker, len(groups), threads):
+            first, last = groups[g]
             before = c_in + first * w  # maps that exist before this group
             stack = torch.cat([_taps_rows(weights[i][:, :before]) for i in range(first, last)])
-            done = [0] * (last - first)  # image rows finished, per layer of the group
-            # padded row held in row 0 of each layer's window; rows above its first window are never read
-            window_start = [pad - layer_d[i] for i in range(first, last)]
-            tap_end = 0  # padded rows of the group's taps computed
+            in_weights = x.new_zeros(((last - first) * w, 9, max(1, (last - first - 1) * w)))
+            for m, i in enumerate(range(first + 1, last), start=1):
+                in_weights[m * w: (m + 1) * w, :, : m * w] = _taps_rows(weights[i][:, before:]).view(w, 9, -1)
+            group_d = layer_d[first:last]
+            lag = np.cumsum(group_d)
+            done = np.zeros(last - first, dtype=np.int64)  # image rows finished, per layer
+            added = as_index(pad - np.asarray(group_d))  # padded row up to which the group's maps are added
+            args = (ring.numpy(), as_index([strip_rows + lag[m] + group_d[m] + 1
+                                            for m in range(last - first) for _ in range(w)]),
+                    in_weights.numpy(), biases[first:last].reshape(-1).contiguous().numpy(),
+                    as_index([d for i in range(first, last) for d in dilations[i]]), as_index(lag),
+                    as_index(group_d), done, added)
+            f1 = 0
             while done[-1] < height:
-                tap_start, tap_end = tap_end, min(hp, tap_end + h)
-                if tap_end > tap_start:
-                    block = block_buffer[: len(stack), : (tap_end - tap_start) * wp]
-                    torch.mm(stack, flat[:before, tap_start * wp: tap_end * wp], out=block)
-                    block = block.view(len(stack), tap_end - tap_start, wp)
-                for m, i in enumerate(range(first, last)):
-                    window, d, start = windows[m], layer_d[i], done[m]
-                    if tap_end > max(tap_start, window_start[m]) and start < height:
-                        if tap_end - window_start[m] > window.shape[1]:  # slide: keep what is still to be read
-                            keep = pad + start - d
-                            window[:, : tap_start - keep] = window[:, keep - window_start[m]: tap_start
-                                                                   - window_start[m]].clone()
-                            window_start[m] = keep
-                        low = max(tap_start, window_start[m])
-                        window[:, low - window_start[m]: tap_end - window_start[m]] = \
-                            block[m * w * 9: (m + 1) * w * 9, low - tap_start:]
-                    if tap_end == hp and (m == 0 or done[m - 1] == height):
-                        end = height
-                    else:
-                        end = max(start, min(height, tap_end - pad - lags[i]))
-                    if end <= start:
-                        continue
-                    k = c_in + i * w
-                    r0, r1 = pad + start - d - window_start[m], pad + end + d - window_start[m]
-                    if k > before:  # the maps made earlier in this group, added to rows not done before
-                        a0 = r0 if start == 0 else pad + start + d - window_start[m]
-                        cols = slice((a0 + window_start[m]) * wp, (r1 + window_start[m]) * wp)
-                        window.view(w * 9, -1)[:, a0 * wp: r1 * wp].addmm_(_taps_rows(weights[i][:, before:k]),
-                                                                           flat[before:k, cols])
-                    taps = window[:, r0:r1].view(w, 9, r1 - r0, wp)
-                    for j in range(w):
-                        dj = dilations[i][j]
-                        dest = maps[k + j, pad + start: pad + end, pad: pad + width_px]
-                        for tap in range(9):
-                            row, col = divmod(tap, 3)
-                            r, c = d + (row - 1) * dj, pad + (col - 1) * dj
-                            source = taps[j, tap, r: r + end - start, c: c + width_px]
-                            if tap == 0:
-                                torch.add(source, biases[i, j], out=dest)
-                            else:
-                                dest.add_(source)
-                        dest.relu_()
-                        finish_rows(maps[k + j], start, end)
-                    done[m] = end
-                    if i == depth - 1:  # final 1x1 layer on the finished rows, while they are in cache
-                        rows = flat[:, (pad + start) * wp: (pad + end) * wp]
-                        logits = torch.mm(final_w, rows).view(-1, end - start, wp)
-                        torch.add(logits[:, :, pad: pad + width_px], final_b, out=out[b, :, start:end])
+                f0, f1 = f1, min(hp, f1 + strip_rows)
+                if g > 0:  # the previous group's maps on padded rows < f1 (reflected rows included)
+                    needed = min(height, max(f1 - pad, pad + 1))
+                    with progress:
+                        progress.wait_for(lambda: finished[g - 1] >= needed or failed)  # noqa: B023
+                    if failed:
+                        return
+                block = block_buffer[: len(stack) * (f1 - f0) * wp].view(len(stack), f1 - f0, wp)  # contiguous:
+                torch.mm(stack, flat[:before, f0 * wp: f1 * wp], out=block.view(len(stack), -1))  # one signature
+                previous = int(done[-1])
+                group_step(maps_np, block.numpy(), *args, f0, f1, pad, height, width_px, before, w, f1 == hp)
+                if done[-1] > previous:
+                    with progress:
+                        finished[g] = done[-1]
+                        progress.notify_all()
+                if last == depth and done[-1] > previous:  # final 1x1 layer on the new rows, still in cache
+                    start, end = previous, int(done[-1])
+                    rows = flat[:, (pad + start) * wp: (pad + end) * wp]
+                    logits = torch.mm(final_w, rows).view(-1, end - start, wp)
+                    torch.add(logits[:, :, pad: pad + width_px], final_b, out=out[b, :, start:end])
+
+    def worker_thread(worker: int, b: int) -> None:
+        torch.set_num_threads(1)
+        try:
+            with torch.inference_mode(inference), torch.no_grad():  # the caller's modes: they are per thread
+                run_groups(worker, b)
+        except BaseException as error:  # handed to the calling thread, which raises it
+            with progress:
+                failed.append(error)
+                progress.notify_all()
+
+    torch_threads, inference = torch.get_num_threads(), torch.is_inference_mode_enabled()
+    if threads > 1:
+        torch.set_num_threads(1)
+    try:
+        for b in range(x.shape[0]):
+            maps[:c_in] = F.pad(x[b], (pad,) * 4, mode="reflect")
+            finished[:] = 0
+            helpers = [threading.Thread(target=worker_thread, args=(worker, b), daemon=True)
+                       for worker in range(1, threads)]
+            for helper in helpers:
+                helper.start()
+            worker_thread(0, b)
+            for helper in helpers:
+                helper.join()
+            if failed:
+                raise failed[0]
+    finally:
+        torch.set_num_threads(torch_threads)
     return out
 
 
@@ -316,14 +326,8 @@ class MSDNet(nn.Module):
         if min(x.shape[-2:]) <= largest_dilation:  # too small to pad once by reflection: the whole-image form
             with torch.no_grad():
                 return self._final(_MSDLayers.apply(x, self.biases, self.group_size, self.width, *self.weights))
-        # One thread: the strip loop makes ~10^4 small multiplies per 1024² image, and with 2 threads each one
-        # synchronises them; on shared cores that made it 3-8x slower than one thread (benchmarks/RESULTS.md).
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            return _msd_forward_strips(self, x, strip_rows)
-        finally:
-            torch.set_num_threads(threads)
+        # As many threads as torch is set to, each running whole groups of layers (`_msd_forward_strips`).
+        return _msd_forward_strips(self, x, strip_rows, threads=torch.get_num_threads())
 
     def forward_naive(self, x: torch.Tensor) -> torch.Tensor:
         """The textbook form (torch.cat + conv2d per map) on the same parameters: reference and benchmark."""
