@@ -1,10 +1,12 @@
 """MSD-net inference: the strip form (`MSDNet.forward`, no gradients) vs the previous whole-image form, and U-net.
 
 One process, the three alternating within every repeat on the same random series (the time does not depend
-on the values), median of `--repeats` after a warm-up, for each size and thread count:
-  msd strips : `net(x)` under inference_mode (strips of rows above `MSD_STRIPS_MIN_PIXELS`)
-  msd whole  : the previous inference path, `_MSDLayers` over the whole image (as in training)
+on the values), median of `--repeats` after a warm-up, for each size and thread count (`torch.set_num_threads`):
+  msd strips : `net(x)` under inference_mode (strips of rows above `MSD_STRIPS_MIN_PIXELS`; with N threads,
+               groups of layers on N threads as a wavefront, `hrtemnet.models._msd_forward_strips`)
+  msd whole  : the whole-image form, `_MSDLayers` over the whole image (as in training)
   unet       : the shipped U-net, same input
+The load average before and after is printed: on shared cores, compare only columns of the same run.
 
     python benchmarks/inference.py                     # shipped models, 256² and 1024², 1 and 2 threads
     python benchmarks/inference.py --sizes 1024 --threads 2 --repeats 5
@@ -13,6 +15,7 @@ on the values), median of `--repeats` after a warm-up, for each size and thread 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
@@ -35,6 +38,7 @@ def main() -> None:
         return msd._final(_MSDLayers.apply(x, msd.biases, msd.group_size, msd.width, *msd.weights))
 
     cases = {"msd strips": msd, "msd whole": whole, "unet": unet}
+    print("load average (1, 5, 15 min):", " ".join(f"{value:.2f}" for value in os.getloadavg()))
     print(f"{'size':>6} {'threads':>7} " + " ".join(f"{name:>11}" for name in cases)
           + "  strips/whole  strips/unet  (s per series, median)")
     for size in args.sizes:
@@ -54,6 +58,7 @@ def main() -> None:
             print(f"{size:>5}² {threads:>7} " + " ".join(f"{median[name]:>11.3f}" for name in cases)
                   + f"  {median['msd strips'] / median['msd whole']:>12.2f} "
                   f"{median['msd strips'] / median['unet']:>12.2f}", flush=True)
+    print("load average (1, 5, 15 min):", " ".join(f"{value:.2f}" for value in os.getloadavg()))
 
 
 if __name__ == "__main__":

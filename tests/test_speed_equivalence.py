@@ -115,8 +115,8 @@ def test_fast_multislice_equals_abtem_pipeline(phonons, structure_seed):
 def test_strips_use_the_torch_thread_setting_and_leave_it():
     """`forward` under inference mode with 2 torch threads: groups on 2 threads (the last group and the output
     on the helper thread, which must run in the caller's inference mode), same outputs, setting unchanged."""
-    net = randomised(MSDNet(depth=23, group_size=3))
-    x = torch.randn(1, 3, 40, 30)
+    net = randomised(MSDNet(depth=23, group_size=3).double())
+    x = torch.randn(1, 3, 40, 30, dtype=torch.float64)
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
@@ -125,7 +125,7 @@ def test_strips_use_the_torch_thread_setting_and_leave_it():
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(threads)
-    torch.testing.assert_close(strips, whole_image(net, x), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(strips, whole_image(net, x), rtol=1e-12, atol=1e-12)
 
 
 def test_an_error_on_a_helper_thread_is_raised_not_waited_for(monkeypatch):

@@ -323,7 +323,9 @@ class MSDNet(nn.Module):
     def forward_strips(self, x: torch.Tensor, strip_rows: int = MSD_STRIP_ROWS) -> torch.Tensor:
         """The same outputs without autograd, computed in cache-sized strips of rows (inference on large images)."""
         largest_dilation = max(msd_dilation(unit) for unit in range(self.depth * self.width))
-        if min(x.shape[-2:]) <= largest_dilation:  # too small to pad once by reflection: the whole-image form
+        # Too small to pad once by reflection, or not an array the compiled step takes: the whole-image form.
+        if (min(x.shape[-2:]) <= largest_dilation or x.device.type != "cpu"
+                or x.dtype not in (torch.float32, torch.float64)):
             with torch.no_grad():
                 return self._final(_MSDLayers.apply(x, self.biases, self.group_size, self.width, *self.weights))
         # As many threads as torch is set to, each running whole groups of layers (`_msd_forward_strips`).

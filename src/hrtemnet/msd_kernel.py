@@ -58,13 +58,14 @@ def group_step(maps, block, ring, ring_rows, in_weights, biases, unit_d, layer_l
             for r in range(first_row, last_row):  # the maps made earlier in this group, on rows not added yet
                 for dr in range(3):
                     out = ring[q, dr, r % rows]
-                    for dc in range(3):
-                        offset = pad + (dc - 1) * d
-                        for k in range(n_in):
-                            weight = in_weights[q, dr * 3 + dc, k]
-                            source = maps[before + k, r, offset: offset + width]
-                            for c in range(width):
-                                out[c] += weight * source[c]
+                    for k in range(n_in):  # the 3 tap columns of one map in one pass
+                        t = dr * 3
+                        w0, w1, w2 = in_weights[q, t, k], in_weights[q, t + 1, k], in_weights[q, t + 2, k]
+                        s0 = maps[before + k, r, pad - d: pad - d + width]
+                        s1 = maps[before + k, r, pad: pad + width]
+                        s2 = maps[before + k, r, pad + d: pad + d + width]
+                        for c in range(width):
+                            out[c] += w0 * s0[c] + w1 * s1[c] + w2 * s2[c]
             plane = maps[before + n_in + j]
             for r in range(start, end):  # the map: bias + the 3 tap rows, ReLU, then its reflected columns
                 h0 = ring[q, 0, (pad + r - d) % rows]
