@@ -68,7 +68,7 @@ def with_carbon(atoms, thickness_A: float, seed: int, density_g_cm3: float = 2.0
     return result
 
 
-def run_plain(n: int, phonons: int) -> list[float]:
+def run_plain(n: int, phonons: int) -> list[tuple[float, float]]:
     import abtem
 
     from hrtemnet.simulation import phonon_sigmas
@@ -77,7 +77,7 @@ def run_plain(n: int, phonons: int) -> list[float]:
     table = load_vibration_table()
     times = []
     for atoms in structures(n):
-        start = time.perf_counter()
+        start = clock()
         frozen = abtem.FrozenPhonons(atoms, num_configs=phonons, sigmas=phonon_sigmas(atoms, table), seed=1)
         potential = abtem.Potential(frozen, sampling=0.05)
         waves = abtem.PlaneWave(energy=50e3).multislice(potential)
@@ -86,24 +86,41 @@ def run_plain(n: int, phonons: int) -> list[float]:
                             astigmatism_angle=OPTICS["astigmatism_angle_rad"],
                             focal_spread=OPTICS["focal_spread_A"], energy=50e3)
             waves.apply_ctf(ctf).intensity().mean(0).interpolate(sampling=0.15).compute()
-        times.append(time.perf_counter() - start)
+        times.append(since(start))
     return times
 
 
-def run_ours(n: int, phonons: int, carbon_A: float = 0.0) -> list[float]:
+def run_ours(n: int, phonons: int, carbon_A: float = 0.0) -> list[tuple[float, float]]:
     from hrtemnet.simulation import OpticsParams, SimulationConfig, simulate_focal_series
 
     times = []
     for atoms in structures(n, carbon_A):
-        start = time.perf_counter()
+        start = clock()
         simulate_focal_series(atoms, OpticsParams(**OPTICS), SimulationConfig(num_phonons=phonons), seed=1)
-        times.append(time.perf_counter() - start)
+        times.append(since(start))
     return times
 
 
-def fft_floor(phonons: int, carbon_A: float = 0.0, n_structures: int = 4) -> float:
-    """Seconds for the transforms alone of one series on our grid: 2 per slice + 1 + 3 CTFs, per configuration
-    (the mean slice count of the benchmark's structures)."""
+def clock() -> tuple[float, float]:
+    """(wall, CPU of this process's threads) in seconds: on shared cores the CPU time is the steadier figure."""
+    return time.perf_counter(), time.process_time()
+
+
+def since(start: tuple[float, float]) -> tuple[float, float]:
+    wall, cpu = clock()
+    return wall - start[0], cpu - start[1]
+
+
+def children_cpu_s() -> float:
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def fft_floor(phonons: int, carbon_A: float = 0.0, n_structures: int = 4) -> tuple[float, float]:
+    """(wall, CPU) seconds for the transforms alone of one series on our grid: 2 per slice + 1 + 3 CTFs, per
+    configuration (the mean slice count of the benchmark's structures)."""
     import numpy as np
 
     from hrtemnet.simulation import SimulationConfig, simulation_gpts, slice_thicknesses
@@ -117,27 +134,30 @@ def fft_floor(phonons: int, carbon_A: float = 0.0, n_structures: int = 4) -> flo
     forward = pyfftw.builders.fft2(array, threads=1, planner_effort="FFTW_MEASURE")
     backward = pyfftw.builders.ifft2(array, threads=1, planner_effort="FFTW_MEASURE")
     repeats = 50
-    start = time.perf_counter()
+    start = clock()
     for _ in range(repeats):
         forward()
         backward()
-    per_transform = (time.perf_counter() - start) / (2 * repeats)
-    return per_transform * phonons * (2 * n_slices + 4)
+    return tuple(t / (2 * repeats) * phonons * (2 * n_slices + 4) for t in since(start))
 
 
 def child(mode: str, n: int, phonons: int, carbon_A: float = 0.0) -> None:
-    start = time.perf_counter()
     times = run_plain(n, phonons) if mode == "plain" else run_ours(n, phonons, carbon_A)
-    print(json.dumps({"times": times, "process_s": time.perf_counter() - start}))
+    print(json.dumps({"times": [wall for wall, _ in times], "cpu_times": [cpu for _, cpu in times]}))
 
 
 def measure(mode: str, n: int, phonons: int, carbon_A: float = 0.0) -> dict:
-    start = time.perf_counter()
+    """A fresh process: its wall time and CPU time from start to exit, and its per-series times (wall, CPU)
+    averaged after the first series."""
+    start, cpu = time.perf_counter(), children_cpu_s()
     output = subprocess.run([sys.executable, __file__, "--child", mode, "--series", str(n), "--phonons",
                              str(phonons), "--child-carbon", str(carbon_A)],
                             capture_output=True, text=True, check=True).stdout
     result = json.loads(output.strip().splitlines()[-1])
-    result["wall_s"] = time.perf_counter() - start
+    result["wall_s"], result["cpu_s"] = time.perf_counter() - start, children_cpu_s() - cpu
+    after_first = max(1, n - 1)
+    result["steady"] = sum(result["times"][1:]) / after_first
+    result["steady_cpu"] = sum(result["cpu_times"][1:]) / after_first
     return result
 
 
@@ -148,20 +168,23 @@ def outside_check(rounds: int, n: int, phonons: int) -> None:
     with tempfile.TemporaryDirectory() as folder:
         config = Path(folder) / "bare.json"
         config.write_text(json.dumps({"structure": BARE}))
-        sides = {"hrtemnet simulate": lambda r: [command, "simulate", str(Path(folder) / f"out{r}.zarr"), "--n", str(n),
-                                                 "--phonons", str(phonons), "--workers", "1", "--config", str(config)],
+        sides = {"hrtemnet simulate": lambda r: [command, "simulate", str(Path(folder) / f"out{r}.zarr"), "--n",
+                                                 str(n), "--phonons", str(phonons), "--workers", "1", "--config",
+                                                 str(config)],
                  "plain abTEM": lambda r: [sys.executable, __file__, "--child", "plain", "--series", str(n),
                                            "--phonons", str(phonons)]}
-        print(f"whole commands, {n} focal series, {phonons} frozen phonons each, bare MoS2; seconds from start to exit")
+        print(f"whole commands, {n} focal series, {phonons} frozen phonons each, bare MoS2; seconds from start to "
+              "exit (wall, and CPU of the process and its threads)")
         for r in range(rounds):
-            walls = {}
+            walls, cpus = {}, {}
             for name in (list(sides) if r % 2 == 0 else list(sides)[::-1]):
-                start = time.perf_counter()
+                start, cpu = time.perf_counter(), children_cpu_s()
                 subprocess.run(sides[name](r), capture_output=True, text=True, check=True)
-                walls[name] = time.perf_counter() - start
-            ours, plain = walls["hrtemnet simulate"], walls["plain abTEM"]
-            print(f"round {r + 1}: hrtemnet simulate {ours:.2f} s, plain abTEM {plain:.2f} s: {plain / ours:.1f}x",
-                  flush=True)
+                walls[name], cpus[name] = time.perf_counter() - start, children_cpu_s() - cpu
+            ours, plain = "hrtemnet simulate", "plain abTEM"
+            print(f"round {r + 1}: {ours} {walls[ours]:.2f} s (CPU {cpus[ours]:.2f} s), {plain} {walls[plain]:.2f} s "
+                  f"(CPU {cpus[plain]:.2f} s): {walls[plain] / walls[ours]:.1f}x wall, "
+                  f"{cpus[plain] / cpus[ours]:.1f}x CPU", flush=True)
 
 
 def main() -> None:
@@ -181,23 +204,25 @@ def main() -> None:
         outside_check(args.outside, args.series, args.phonons)
         return
     results = {mode: measure(mode, args.series, args.phonons) for mode in ("plain", "ours")}
-    floor = fft_floor(args.phonons, n_structures=args.series)
-    print(f"{args.series} focal series of 3 images, 256x256 px at 0.15 Å, {args.phonons} frozen phonons, 1 process")
-    print(f"{'':10} {'process wall s':>15} {'s/series (after 1st)':>22}")
+    floor, floor_cpu = fft_floor(args.phonons, n_structures=args.series)
+    print(f"{args.series} focal series of 3 images, 256x256 px at 0.15 Å, {args.phonons} frozen phonons, 1 process; "
+          "wall s (CPU s of the process and its threads)")
+    print(f"{'':10} {'whole process':>22} {'per series after the 1st':>26}")
     for mode, result in results.items():
-        steady = sum(result["times"][1:]) / max(1, len(result["times"]) - 1)
-        result["steady"] = steady
-        print(f"{mode:10} {result['wall_s']:15.1f} {steady:22.2f}")
-    print(f"speed-up: whole process {results['plain']['wall_s'] / results['ours']['wall_s']:.1f}x, "
-          f"per series {results['plain']['steady'] / results['ours']['steady']:.1f}x")
-    print(f"FFT-only floor of our grid: {floor:.2f} s/series; ours steady / floor: "
-          f"{results['ours']['steady'] / floor:.1f}x")
+        print(f"{mode:10} {result['wall_s']:11.1f} ({result['cpu_s']:7.1f}) "
+              f"{result['steady']:15.3f} ({result['steady_cpu']:7.3f})")
+    plain, ours = results["plain"], results["ours"]
+    print(f"speed-up: whole process {plain['wall_s'] / ours['wall_s']:.1f}x "
+          f"(CPU {plain['cpu_s'] / ours['cpu_s']:.1f}x), "
+          f"per series {plain['steady'] / ours['steady']:.1f}x (CPU {plain['steady_cpu'] / ours['steady_cpu']:.1f}x)")
+    print(f"FFT-only floor of our grid: {floor:.3f} s/series (CPU {floor_cpu:.3f}); ours steady / floor: "
+          f"{ours['steady'] / floor:.2f}x (CPU {ours['steady_cpu'] / floor_cpu:.2f}x)")
     for carbon_A in args.carbon:
         result = measure("ours", args.series, args.phonons, carbon_A)
-        steady = sum(result["times"][1:]) / max(1, len(result["times"]) - 1)
-        floor = fft_floor(args.phonons, carbon_A, args.series)
-        print(f"ours, {carbon_A:g} Å carbon on top: {steady:.2f} s/series after the 1st "
-              f"(process {result['wall_s']:.1f} s), FFT floor {floor:.2f} s/series, ratio {steady / floor:.1f}x",
+        floor, floor_cpu = fft_floor(args.phonons, carbon_A, args.series)
+        print(f"ours, {carbon_A:g} Å carbon on top: {result['steady']:.3f} s/series after the 1st (CPU "
+              f"{result['steady_cpu']:.3f}; process {result['wall_s']:.1f} s), FFT floor {floor:.3f} s/series (CPU "
+              f"{floor_cpu:.3f}), ratio {result['steady'] / floor:.2f}x (CPU {result['steady_cpu'] / floor_cpu:.2f}x)",
               flush=True)
 
 
