@@ -340,6 +340,7 @@ def _set_deltas(real: np.ndarray, positions_px: np.ndarray) -> None:
 def _sliced_configurations(structure, gpts, thicknesses, parametrization: str) -> list[list[dict]]:
     """Per configuration, per slice: {symbol: (n, 2) xy positions in Å}, sliced and wrapped by abTEM itself."""
     import abtem
+    from ase.data import chemical_symbols
 
     configurations = list(structure) if isinstance(structure, abtem.FrozenPhonons) else [structure]
     sliced = []
@@ -350,8 +351,8 @@ def _sliced_configurations(structure, gpts, thicknesses, parametrization: str) -
         per_slice = []
         for index in range(len(thicknesses)):
             in_slice = slices.get_atoms_in_slices(index)
-            symbols = np.asarray(in_slice.get_chemical_symbols())
-            per_slice.append({s: in_slice.positions[symbols == s, :2] for s in np.unique(symbols)})
+            numbers = in_slice.numbers  # (ASE's chemical symbols are made one atom at a time)
+            per_slice.append({chemical_symbols[z]: in_slice.positions[numbers == z, :2] for z in np.unique(numbers)})
         sliced.append(per_slice)
     return sliced
 
