@@ -229,19 +229,20 @@ def plot_f1_by_condition(f1: Mapping[str, Mapping[str, Sequence[float]]], path: 
     conditions = list(f1)
     models = list(next(iter(f1.values()))) if f1 else []
     bar_height = 0.8 / max(len(models), 1)
-    fig = Figure(figsize=(8.5, 1.2 + 0.16 * len(conditions) * max(len(models), 2) + 0.25 * len(conditions)),
+    fig = Figure(figsize=(10, 1.6 + 0.16 * len(conditions) * max(len(models), 2) + 0.25 * len(conditions)),
                  layout="constrained")
     ax = fig.subplots()
     jitter = np.random.default_rng(0)  # fixed: the same figure for the same numbers
+    counts = set()
     for k, (colour, model) in enumerate(zip(OKABE_ITO * 8, models, strict=False)):
         # first model on top of each group
         y = np.arange(len(conditions)) - 0.4 + bar_height * (k + 0.5)
         values = [np.asarray(f1[c][model], dtype=float) for c in conditions]
+        counts |= {len(v) for v in values}
         means = [float(np.mean(v)) if len(v) else np.nan for v in values]
         errors = [float(stats.sem(v)) if len(v) > 1 else 0.0 for v in values]
         ax.barh(y, means, height=bar_height * 0.9, xerr=errors, color=colour, alpha=0.75,
-                error_kw={"ecolor": "black", "capsize": 2, "linewidth": 0.8},
-                label=f"{model} (n = {', '.join(sorted({str(len(v)) for v in values}))} per condition)")
+                error_kw={"ecolor": "black", "capsize": 2, "linewidth": 0.8}, label=model)
         for row, v in zip(y, values, strict=True):
             ax.scatter(v, row + jitter.uniform(-0.3, 0.3, len(v)) * bar_height, s=7, color="black", alpha=0.6,
                        linewidths=0, zorder=3)
@@ -255,6 +256,8 @@ def plot_f1_by_condition(f1: Mapping[str, Mapping[str, Sequence[float]]], path: 
     ax.set_xticks(np.linspace(0, 1, 11))
     ax.set_xlabel("species-aware F1 per focal series (1 = every column found and classified correctly)")
     ax.grid(axis="x", alpha=0.3)
-    ax.legend(loc="lower left", bbox_to_anchor=(0, 1.0), ncol=min(len(models), 3), fontsize=8, frameon=False)
-    ax.set_title("F1 per acquisition condition: bars mean ± s.e.m., dots single series", fontsize=10, pad=22)
+    fig.legend(loc="outside lower center", ncol=min(len(models), 4), fontsize=9, frameon=False)
+    n_text = "-".join(str(n) for n in sorted({min(counts), max(counts)})) if counts else "no"
+    fig.suptitle(f"F1 per acquisition condition ({n_text} series each): bars mean ± s.e.m., dots single series",
+                 fontsize=11)
     return _save(fig, path, dpi=130)
