@@ -9,12 +9,15 @@ Reported: whole-process wall time (imports and FFT planning included) and the pe
 the first series, plus the FFT-only floor of our grid (the transforms alone, nothing else).
 `--carbon 0 5 10` also times ours (fresh process each) with that many Å of amorphous carbon (2 g/cm³) on
 top of the same structures, with the FFT floor of each (carbon adds ~1 Å slices).
+`--previous REV` instead times the simulator of git revision REV (its src/hrtemnet/simulation.py) against
+today's in one warm process, alternating per series, and counts the images that are equal to the bit.
 `--outside N` instead runs the whole commands N times, alternating: `hrtemnet simulate OUT.zarr --n SERIES
 --phonons PHONONS --workers 1` (a config without carbon and tilt, as above) against the plain usage's
 process (`--child plain`), each timed from process start to exit.
 
     python benchmarks/simulation.py [--series 4] [--phonons 8] [--carbon 0 5 10]
     python benchmarks/simulation.py --outside 2 --series 8 --phonons 8
+    python benchmarks/simulation.py --previous 752783e --series 4 --phonons 8 --carbon 0 10
 """
 
 from __future__ import annotations
@@ -187,6 +190,48 @@ def outside_check(rounds: int, n: int, phonons: int) -> None:
                   f"{cpus[plain] / cpus[ours]:.1f}x CPU", flush=True)
 
 
+def against_previous(revision: str, n: int, phonons: int, carbons: list[float]) -> None:
+    """The simulator of `revision` against today's, same process, warm, alternating; equal images counted."""
+    import importlib.util
+
+    import numpy as np
+
+    import hrtemnet.simulation as today
+
+    root = Path(__file__).resolve().parents[1]
+    source = subprocess.run(["git", "show", f"{revision}:src/hrtemnet/simulation.py"], cwd=root, check=True,
+                            capture_output=True, text=True).stdout
+    name = "hrtemnet.simulation_previous"
+    spec = importlib.util.spec_from_loader(name, loader=None)
+    previous = importlib.util.module_from_spec(spec)
+    sys.modules[name] = previous  # dataclasses look their module up
+    exec(compile(source, f"{revision}:src/hrtemnet/simulation.py", "exec"), previous.__dict__)
+    sides = {"previous": previous, "today": today}
+    print(f"simulate_focal_series of {revision} vs today's, one warm process, alternating, {phonons} phonons; "
+          "wall s (CPU s)")
+    for carbon_A in carbons or [0.0]:
+        atoms = structures(n + 1, carbon_A)
+        for module in sides.values():  # plans, kernels, first-call costs
+            module.simulate_focal_series(atoms[0], module.OpticsParams(**OPTICS),
+                                         module.SimulationConfig(num_phonons=phonons), seed=1)
+        times = {side: [] for side in sides}
+        equal = 0
+        for index, structure in enumerate(atoms[1:]):
+            images = {}
+            for side in list(sides) if index % 2 == 0 else list(sides)[::-1]:
+                module = sides[side]
+                start = clock()
+                images[side] = module.simulate_focal_series(structure, module.OpticsParams(**OPTICS),
+                                                            module.SimulationConfig(num_phonons=phonons), seed=1)
+                times[side].append(since(start))
+            equal += int(np.array_equal(images["previous"], images["today"]))
+        wall = {side: np.mean([t[0] for t in ts]) for side, ts in times.items()}
+        cpu = {side: np.mean([t[1] for t in ts]) for side, ts in times.items()}
+        print(f"{carbon_A:g} Å carbon: previous {wall['previous']:.3f} ({cpu['previous']:.3f}), today "
+              f"{wall['today']:.3f} ({cpu['today']:.3f}) s/series: {wall['previous'] / wall['today']:.2f}x "
+              f"(CPU {cpu['previous'] / cpu['today']:.2f}x); {equal} of {n} focal series equal to the bit", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--series", type=int, default=4)
@@ -195,10 +240,14 @@ def main() -> None:
     parser.add_argument("--child", choices=["plain", "ours"])
     parser.add_argument("--outside", type=int, default=0, metavar="ROUNDS",
                         help="time the whole commands instead, alternating, this many rounds")
+    parser.add_argument("--previous", metavar="REV", help="time this git revision's simulator against today's")
     parser.add_argument("--child-carbon", type=float, default=0.0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(args.child, args.series, args.phonons, args.child_carbon)
+        return
+    if args.previous:
+        against_previous(args.previous, args.series, args.phonons, args.carbon)
         return
     if args.outside:
         outside_check(args.outside, args.series, args.phonons)
