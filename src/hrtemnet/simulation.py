@@ -457,15 +457,16 @@ def _multislice_intensities(configurations: list[list[dict]], gpts: tuple[int, i
             plane_wave = False
         wave *= propagator
     images = np.zeros((len(ctf_kernel), nx, ny), dtype=np.float64)
+    intensity = _scratch("intensity", (nx, ny), np.float64)
     for index, kernel in enumerate(ctf_kernel):
         np.multiply(wave, kernel / np.complex64(size), out=transmission)
         transmission_backward.execute()
         squares = transmission.view(np.float32)  # |ψ|² = re² + im², in place: no temporaries
         np.square(squares, out=squares)
         parts = squares.reshape(n_configs, nx, ny, 2)
-        for config in range(n_configs):  # summed in float64, one contiguous image at a time
-            images[index] += parts[config, :, :, 0]
-            images[index] += parts[config, :, :, 1]
+        for config in range(n_configs):  # in float64, re² + im² first, then configurations in order
+            np.add(parts[config, :, :, 0], parts[config, :, :, 1], out=intensity, dtype=np.float64)
+            images[index] += intensity
     return images / n_configs
 
 
