@@ -11,7 +11,7 @@ here="$(cd "$(dirname "$0")" && pwd)"
 data="${DATA_DIR:-$here/../../work_data/realism}"
 STAGE="${STAGE:-2}"
 out="${OUT_DIR:-$here/../../runs/realism/stage$STAGE}"
-STEPS="${STEPS:-4000}"
+STEPS="${STEPS:-3000}"
 common=(--crop 128 --batch 4 --seed 3 --lr 3e-4 --lr-schedule cosine --steps "$STEPS" --val "$data/select.zarr"
         --val-images 24 --val-every 500 --checkpoint-minutes 2 --resume)
 hrtemnet train "$data/train.zarr" --model msd --init-from msd --out "$out/msd" --threads "${THREADS_MSD:-1}" \
