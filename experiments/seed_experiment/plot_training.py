@@ -26,6 +26,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--previous", type=Path, help="folder of the previous stage's thinned logs (<run name>.jsonl); "
                         "they are drawn first and this stage's steps are counted on from their last step")
+    parser.add_argument("--selection-series", type=int, default=48, help="series in the model-selection set")
+    parser.add_argument("--f1-min", type=float, default=0.85, help="lower end of the F1 axis")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     fig, (ax_loss, ax_f1) = plt.subplots(1, 2, figsize=(11, 4))
@@ -44,8 +46,8 @@ def main() -> None:
         (args.out / f"{run.name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in thinned))
     ax_loss.set(xlabel="training step (batch of 4 crops, 128² px)", ylabel="weighted cross-entropy (50-step mean)",
                 yscale="log", title="training loss")
-    ax_f1.set(xlabel="training step", ylabel="mean species-aware F1", title="model-selection set (48 series)",
-              ylim=(0.85, 1.0))
+    ax_f1.set(xlabel="training step", ylabel="mean species-aware F1", title=f"model-selection set ({args.selection_series} series)",
+              ylim=(args.f1_min, 1.0))
     for ax in (ax_loss, ax_f1):
         ax.grid(alpha=0.3)
         ax.legend()
