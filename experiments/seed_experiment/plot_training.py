@@ -46,8 +46,8 @@ def main() -> None:
         (args.out / f"{run.name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in thinned))
     ax_loss.set(xlabel="training step (batch of 4 crops, 128² px)", ylabel="weighted cross-entropy (50-step mean)",
                 yscale="log", title="training loss")
-    ax_f1.set(xlabel="training step", ylabel="mean species-aware F1", title=f"model-selection set ({args.selection_series} series)",
-              ylim=(args.f1_min, 1.0))
+    ax_f1.set(xlabel="training step", ylabel="mean species-aware F1",
+              title=f"model-selection set ({args.selection_series} series)", ylim=(args.f1_min, 1.0))
     for ax in (ax_loss, ax_f1):
         ax.grid(alpha=0.3)
         ax.legend()
