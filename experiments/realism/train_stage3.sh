@@ -5,7 +5,7 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 data="${DATA_DIR:-$here/../../work_data/realism}"
 out="${OUT_DIR:-$here/../../runs/realism/stage3}"
-STEPS="${STEPS:-1500}"
+STEPS="${STEPS:-2500}"
 mkdir -p "$out"
 common=(--crop 128 --batch 4 --seed 4 --lr 3e-4 --lr-schedule cosine --steps "$STEPS" --val "$data/select.zarr"
         --val-images 24 --val-every 500 --checkpoint-minutes 2 --resume --threads 1)
