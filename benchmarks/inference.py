@@ -2,7 +2,7 @@
 
 One process, the three alternating within every repeat on the same random series (the time does not depend
 on the values), median of `--repeats` after a warm-up, for each size and thread count (`torch.set_num_threads`):
-  msd strips : `net(x)` under inference_mode (strips of rows above `MSD_STRIPS_MIN_PIXELS`; with N threads,
+  msd strips : `net(x)` under inference_mode (strips of rows at every size; with N threads,
                groups of layers on N threads as a wavefront, `hrtemnet.models._msd_forward_strips`)
   msd whole  : the whole-image form, `_MSDLayers` over the whole image (as in training)
   unet       : the shipped U-net, same input

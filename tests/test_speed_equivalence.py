@@ -59,7 +59,6 @@ def test_shipped_msd_strips_equal_whole_image_float32():
 def test_forward_uses_strips_only_without_gradients(monkeypatch):
     net = MSDNet(depth=3)
     calls = []
-    monkeypatch.setattr(models, "MSD_STRIPS_MIN_PIXELS", 0)
     monkeypatch.setattr(models, "_msd_forward_strips", lambda *args, **kwargs: calls.append(1) or torch.zeros(1))
     x = torch.randn(1, 3, 16, 16)
     with torch.inference_mode():

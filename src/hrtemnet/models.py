@@ -166,11 +166,6 @@ class _MSDLayers(torch.autograd.Function):
         return (grad_x, grad_biases, None, None, *grad_weights)
 
 
-# Images with at most this many pixels run the whole-image form. 0: every image large enough to pad once by
-# reflection runs in strips, which is faster at every size measured (1 thread, 128²: 0.030 vs 0.036 s, 256²:
-# 0.10 vs 0.18 s) and, with 2 threads on shared cores, does not synchronise threads on every small operation
-# (256²: 0.12 s against 12.3 s; benchmarks/RESULTS.md).
-MSD_STRIPS_MIN_PIXELS = 0
 MSD_STRIP_ROWS = 16  # rows per strip: fewer rows cost more calls, more rows fall out of cache
 
 
@@ -318,7 +313,10 @@ class MSDNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         needs_grad = torch.is_grad_enabled() and (x.requires_grad or self.biases.requires_grad)
-        if not needs_grad and x.shape[-2] * x.shape[-1] > MSD_STRIPS_MIN_PIXELS:
+        # Inference runs in strips at every size: faster at every size measured (1 thread, 128²: 0.030 vs
+        # 0.036 s, 256²: 0.10 vs 0.18 s) and, with 2 threads on shared cores, no thread synchronisation on every
+        # small operation (256²: 0.12 s against 12.3 s; benchmarks/RESULTS.md).
+        if not needs_grad:
             return self.forward_strips(x)
         maps = _MSDLayers.apply(x, self.biases, self.group_size, self.width, *self.weights)
         return self._final(maps)
