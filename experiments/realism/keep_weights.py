@@ -1,17 +1,15 @@
 """Copy a realism stage's best weights into the repository (experiments/realism/checkpoints/stageN_{msd,unet}.pt):
-`python experiments/realism/keep_weights.py 2`. U-net weights are stored in float16 (3.9 MB instead of 7.8 MB),
-as the shipped U-net; the committed files are the ones evaluated."""
+`python experiments/realism/keep_weights.py 2`. Weights are stored as the shipped ones
+(models.COMMITTED_WEIGHTS_DTYPE); the committed files are the ones evaluated."""
 
 import sys
 from pathlib import Path
 
-import torch
-
-from hrtemnet.models import load_model, save_model_bundle
+from hrtemnet.models import COMMITTED_WEIGHTS_DTYPE, load_model, save_model_bundle
 
 HERE = Path(__file__).parent
 stage = int(sys.argv[1])
-for name, dtype in (("msd", torch.float32), ("unet", torch.float16)):
+for name, dtype in COMMITTED_WEIGHTS_DTYPE.items():
     model = load_model(HERE.parent.parent / "runs" / "realism" / f"stage{stage}" / name / "best.pt")
     card = dict(model.card) | {"weights_dtype": str(dtype).replace("torch.", "")}
     path = HERE / "checkpoints" / f"stage{stage}_{name}.pt"

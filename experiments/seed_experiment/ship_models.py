@@ -13,14 +13,12 @@ import json
 import sys
 from pathlib import Path
 
-import torch
-
 from hrtemnet.dataset import open_store
+from hrtemnet.models import COMMITTED_WEIGHTS_DTYPE as WEIGHTS_DTYPE
 from hrtemnet.models import SHIPPED_MODELS_DIR, load_model, save_model_bundle
 
 HERE = Path(__file__).parent
 RUNS = HERE / "runs"
-WEIGHTS_DTYPE = {"msd": torch.float32, "unet": torch.float16}  # keeps each file at a few MB
 
 
 def training_command(name: str, card: dict, runs: Path, steps: int) -> str:

@@ -478,6 +478,11 @@ def unwrap(model: nn.Module) -> nn.Module:
     return model.module if hasattr(model, "module") else model
 
 
+# Weights as committed for the shipped models and kept experiment checkpoints: each file stays at a few MB
+# (MSD-net is small in float32; U-net's 7.8 MB halve to 3.9 MB in float16 at no measurable F1 cost).
+COMMITTED_WEIGHTS_DTYPE = {"msd": torch.float32, "unet": torch.float16}
+
+
 def save_model_bundle(path: str | Path, model: nn.Module, model_name: str, model_kwargs: dict,
                       sampling_A: float, peak_params: dict, card: dict,
                       weights_dtype: torch.dtype = torch.float32) -> Path:
