@@ -374,3 +374,17 @@ def test_score_command_bad_inputs_exit_2(tmp_path):
     bad.write_bytes(b"\x00\xff\xfe binary")
     output = "".join(runner.invoke(app, ["score", str(tmp_path / "t" / "a.csv"), str(bad)]).output.split())
     assert output.count("".join(str(bad).split())) == 1, output
+
+
+def test_columns_from_a_predict_table_keep_position_class_and_score():
+    pd = pytest.importorskip("pandas")
+    from hrtemnet.errors import UserError
+
+    table = pd.DataFrame({"x_A": [1.0, 2.5], "y_A": [3.0, 4.5], "class": ["S", "Mo"], "score": [0.7, 0.9]})
+    columns = Columns.from_table(table)
+    assert columns.xy_A.tolist() == [[1.0, 3.0], [2.5, 4.5]]  # (x, y), not (row, col)
+    assert columns.class_index.tolist() == [2, 0]
+    assert columns.score.tolist() == [0.7, 0.9]
+    assert len(Columns.from_table(table.iloc[:0])) == 0
+    with pytest.raises(UserError, match="unknown column class"):
+        Columns.from_table(table.assign(**{"class": ["S", "W"]}))

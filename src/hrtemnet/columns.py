@@ -47,6 +47,13 @@ class Columns:
     def subset(self, mask: np.ndarray) -> Columns:
         return Columns(self.xy_A[mask], self.class_index[mask], self.score[mask])
 
+    @classmethod
+    def from_table(cls, table) -> Columns:
+        """Columns from a table with `x_A, y_A, class[, score]` columns (`hrtemnet.predict`'s DataFrame)."""
+        return cls(np.asarray(table[["x_A", "y_A"]], dtype=float),
+                   [class_index_of(name) for name in table["class"]],
+                   np.asarray(table["score"], dtype=float) if "score" in table else None)
+
     def counts(self) -> dict[str, int]:
         return {name: int(np.sum(self.class_index == i)) for i, name in enumerate(CLASS_NAMES)}
 

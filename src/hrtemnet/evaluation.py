@@ -624,13 +624,6 @@ def _check_condition_record(folder: Path, condition: Condition) -> None:
     record_path.write_text(json.dumps(record, indent=1) + "\n")
 
 
-def _score_prediction(frame, truth: Columns, image_size_A: tuple[float, float]) -> ImageScore:
-    """Score a `hrtemnet.predict` table against the true columns."""
-    pred = Columns(frame[["x_A", "y_A"]].to_numpy(dtype=float).reshape(-1, 2),
-                   np.array([CLASS_NAMES.index(c) for c in frame["class"]], dtype=np.int64))
-    return score_image(truth, pred, image_size_A)
-
-
 @dataclass
 class ConditionSuiteResult:
     conditions: list[Condition]
@@ -741,7 +734,7 @@ def run_conditions(conditions: Sequence[Condition], model_specs: Sequence[str], 
                 for k in (k for i, k in todo if i == index):
                     frame = hrtemnet.predict(series, sampling_A=store.sampling_A, model=models[k],
                                              align=condition.align)
-                    score = _score_prediction(frame, truth, image_size_A)
+                    score = score_image(truth, Columns.from_table(frame), image_size_A)
                     record = {"model_sha256": hashes[k], "series": index, "dose_e_per_A2": dose,
                               "applied_shifts_A": shifts_A.tolist(), "aligned": bool(frame.attrs["aligned"]),
                               "measured_shifts_A": frame.attrs["shifts_A"],
