@@ -478,6 +478,8 @@ def unwrap(model: nn.Module) -> nn.Module:
     return model.module if hasattr(model, "module") else model
 
 
+BEST_MODEL_FILE = "best.pt"  # in a training folder: the weights with the best validation F1 (what a folder loads)
+
 # Weights as committed for the shipped models and kept experiment checkpoints: each file stays at a few MB
 # (MSD-net is small in float32; U-net's 7.8 MB halve to 3.9 MB in float16 at no measurable F1 cost).
 COMMITTED_WEIGHTS_DTYPE = {"msd": torch.float32, "unet": torch.float16}
@@ -512,7 +514,7 @@ def _resolve_model_path(spec: str | Path) -> Path:
         return path
     path = Path(spec)
     if path.is_dir():
-        path = path / "best.pt"
+        path = path / BEST_MODEL_FILE
     if not path.is_file():
         raise UserError(f"model {spec}: no such file; give {' or '.join(MODEL_NAMES)} or a model file (.pt)")
     return path

@@ -37,14 +37,14 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from hrtemnet.columns import Columns
 from hrtemnet.errors import UserError
-from hrtemnet.models import build_model, load_model, normalize_series, save_model_bundle
+from hrtemnet.models import BEST_MODEL_FILE, build_model, load_model, normalize_series, save_model_bundle
 from hrtemnet.progress import progress_bar
 from hrtemnet.simulation import NoiseConfig
 
 LABEL_RADIUS_A = 0.45
 # background, Mo, S2, S: see the module docstring.
 DEFAULT_CLASS_WEIGHTS: tuple[float, float, float, float] = (0.5, 1.0, 1.0, 3.0)
-CHECKPOINT_NAME, LOG_NAME = "checkpoint.pt", "log.jsonl"
+CHECKPOINT_NAME, LOG_NAME, FINAL_MODEL_FILE = "checkpoint.pt", "log.jsonl", "final.pt"
 TRAINING_STREAM = 1  # keeps training draws apart from the validation noise streams [seed, index]
 
 
@@ -429,7 +429,7 @@ def train(config: TrainConfig, source=None, val_source=None) -> TrainResult:
                           + "\n")
                 if metrics["val_f1"] > best["val_f1"]:
                     best = {"val_f1": metrics["val_f1"], "step": step}
-                    bundle("best.pt", step, metrics)
+                    bundle(BEST_MODEL_FILE, step, metrics)
                 tic = time.perf_counter()  # validation time is not training speed
             log.flush()
             if time.monotonic() - last_checkpoint > config.checkpoint_minutes * 60:
@@ -438,9 +438,9 @@ def train(config: TrainConfig, source=None, val_source=None) -> TrainResult:
     files = {}
     if is_main:
         write_checkpoint(step)
-        files = {"checkpoint": checkpoint_path, "log": log_path, "final": bundle("final.pt", step, metrics)}
-        if (out_dir / "best.pt").exists():
-            files["best"] = out_dir / "best.pt"
+        files = {"checkpoint": checkpoint_path, "log": log_path, "final": bundle(FINAL_MODEL_FILE, step, metrics)}
+        if (out_dir / BEST_MODEL_FILE).exists():
+            files["best"] = out_dir / BEST_MODEL_FILE
     return TrainResult(step, loss_value, best["val_f1"], best["step"], files)
 
 
