@@ -180,3 +180,71 @@ def test_init_from_starts_at_the_given_weights_and_checks_the_architecture(tmp_p
         bad.init_from = str(first.files["final"])
         with pytest.raises(training.UserError, match=message):
             train(bad, source=source)
+
+
+class DefocusLatticeSource(LatticeSource):
+    """LatticeSource with recorded defocus per series, as a store's read_params gives it."""
+
+    def read_params(self, i):
+        return {"sample_seed": i, "defocus_0_A": -40.0 + i, "defocus_1_A": 10.0 + i, "defocus_2_A": 60.0 + i}
+
+
+def test_defocus_inputs_follow_the_images_and_leave_the_paired_draws_unchanged():
+    source = DefocusLatticeSource(n=3)
+    error = training.NominalDefocusError(offset_sigma_A=20.0, step_sigma_A=5.0)
+    for crop in (32, None):
+        plain = FocalSeriesDataset(source, crop_px=crop, seed=4)
+        conditioned = FocalSeriesDataset(source, crop_px=crop, seed=4, defocus_error=error)
+        nominal = []
+        for item in range(3):
+            (x, labels), (xc, labels_c) = plain[item], conditioned[item]
+            assert xc.shape[0] == 6 and x.shape[0] == 3
+            torch.testing.assert_close(xc[:3], x, rtol=0, atol=0)  # same crop, noise and flip as image-only
+            assert torch.equal(labels_c, labels)
+            planes = xc[3:].numpy()
+            assert np.ptp(planes, axis=(1, 2)).max() == 0  # constant planes, whatever the flip
+            nominal.append(planes[:, 0, 0] * 100.0)
+        nominal = np.array(nominal)
+        assert np.all(np.diff(nominal, axis=1) > 30)  # the 50 Å steps survive a 5 Å step error
+        if crop is None:  # validation: series item, true defocus -40+i, 10+i, 60+i, off by < 4 sigma
+            truth = np.array([[-40.0 + i, 10.0 + i, 60.0 + i] for i in range(3)])
+            assert np.all(np.abs(nominal - truth) < 4 * (20 + 2 * 5)) and not np.allclose(nominal, truth)
+        again = FocalSeriesDataset(source, crop_px=crop, seed=4, defocus_error=error)
+        assert torch.equal(again[1][0], conditioned[1][0])  # reproducible from the seed
+
+
+@pytest.mark.parametrize("name, kwargs", [("msd", {"depth": 6}), ("unet", {"depth": 2, "base_channels": 4})])
+def test_an_image_only_model_with_defocus_inputs_added_computes_the_same(name, kwargs):
+    from hrtemnet.models import add_defocus_inputs, build_model, network_input
+
+    torch.manual_seed(0)
+    plain, conditioned = build_model(name, **kwargs).eval(), build_model(name, **kwargs, in_channels=6).eval()
+    conditioned.load_state_dict(add_defocus_inputs(plain.state_dict(), conditioned))
+    series = np.random.default_rng(0).normal(size=(3, 40, 40))
+    with torch.no_grad():
+        expected = plain(torch.from_numpy(network_input(series))[None])
+        got = conditioned(torch.from_numpy(network_input(series, [-40.0, 10.0, 60.0]))[None])
+        torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
+        for parameter in conditioned.parameters():
+            if parameter.dim() == 4 and parameter.shape[1] >= 6:
+                parameter.data[:, 3:6] += 0.1  # once trained, the planes do reach the output
+        moved = conditioned(torch.from_numpy(network_input(series, [-40.0, 10.0, 60.0]))[None])
+    assert not torch.allclose(moved, expected)
+    with pytest.raises(training.UserError, match="one per image"):
+        network_input(series, [-40.0, 10.0])
+
+
+def test_training_with_defocus_input_from_an_image_only_model(tmp_path):
+    from hrtemnet.models import load_model, takes_defocus
+
+    source = DefocusLatticeSource(n=4)
+    unet = {"depth": 2, "base_channels": 4}
+    first = train(run_config(tmp_path / "a", steps=2, model="unet", model_kwargs=unet), source=source)
+    config = run_config(tmp_path / "b", steps=2, model="unet", model_kwargs={}, defocus_input=True,
+                        init_from=str(first.files["final"]))
+    second = load_model(train(config, source=source).files["final"])
+    assert takes_defocus(second.kwargs) and second.kwargs["in_channels"] == 6
+    assert second.card["defocus_input"] == {"offset_sigma_A": 20.0, "step_sigma_A": 5.0, "scale_A": 100.0}
+    assert load_model(first.files["final"]).card["defocus_input"] is None
+    with pytest.raises(training.UserError, match="records each series' defocus"):
+        train(run_config(tmp_path / "c", steps=1, defocus_input=True), source=LatticeSource(n=2))

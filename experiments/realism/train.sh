@@ -6,21 +6,29 @@
 #   stage 1 (an earlier session): constant lr 3e-4 on the first 2,725 series, stopped at different step counts.
 #   stage 2: `bash train.sh` - from the shipped weights, the full 10,000 series, cosine 3e-4 -> 0 over 3,000 steps.
 #   stage 3: `STAGE=3 STEPS=2500 SEED=4 bash train.sh` - from the committed stage-2 weights, 2,500 more steps.
+#   stage 4: `STAGE=4 STEPS=8000 SEED=5 bash train.sh` - from the committed stage-3 weights, 8,000 more steps.
+#   defocus conditioning: `STAGE=4 STEPS=8000 SEED=5 MODELS=unet DEFOCUS_INPUT=1 bash train.sh` - stage 4's U-net
+#     run with the nominal defocus as extra input (same draws; starts from stage 3 with zero weights for it),
+#     written to runs/realism/stage4_defocus/.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 data="${DATA_DIR:-$here/../../work_data/realism}"
 STAGE="${STAGE:-2}"
-out="${OUT_DIR:-$here/../../runs/realism/stage$STAGE}"
 STEPS="${STEPS:-3000}"
 SEED="${SEED:-3}"
+MODELS="${MODELS:-msd unet}"
+DEFOCUS_INPUT="${DEFOCUS_INPUT:-0}"
+suffix=""; extra=()
+if [ "$DEFOCUS_INPUT" = 1 ]; then suffix="_defocus"; extra=(--defocus-input); fi
+out="${OUT_DIR:-$here/../../runs/realism/stage$STAGE$suffix}"
 init() {  # stage 2 starts from the shipped model, later stages from the previous stage's committed weights
   if [ "$STAGE" -le 2 ]; then echo "$1"; else echo "$here/checkpoints/stage$((STAGE - 1))_$1.pt"; fi
 }
 mkdir -p "$out"
 common=(--crop 128 --batch 4 --seed "$SEED" --lr 3e-4 --lr-schedule cosine --steps "$STEPS" --threads 1
-        --val "$data/select.zarr" --val-images 24 --val-every 500 --checkpoint-minutes 2 --resume)
-hrtemnet train "$data/train.zarr" --model msd --init-from "$(init msd)" --out "$out/msd" "${common[@]}" \
-  > "$out.msd.log" 2>&1 &
-hrtemnet train "$data/train.zarr" --model unet --init-from "$(init unet)" --out "$out/unet" "${common[@]}" \
-  > "$out.unet.log" 2>&1
+        --val "$data/select.zarr" --val-images 24 --val-every 500 --checkpoint-minutes 2 --resume "${extra[@]}")
+for model in $MODELS; do
+  hrtemnet train "$data/train.zarr" --model "$model" --init-from "$(init "$model")" --out "$out/$model" \
+    "${common[@]}" > "$out.$model.log" 2>&1 &
+done
 wait

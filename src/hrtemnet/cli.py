@@ -392,6 +392,10 @@ def train_command(
     init_from: str | None = typer.Option(
         None, "--init-from", help="Start from the weights of a trained model (msd, unet, a .pt file or a training "
         "folder) instead of random ones; its size is used. Fresh optimiser, steps count from 0."),
+    defocus_input: bool = typer.Option(
+        False, "--defocus-input", help="Give the network each frame's nominal defocus as extra input (drawn "
+        "around the true one, as poorly as users know it: docs/realism.md); such a model then needs "
+        "`predict --defocus`. An image-only --init-from model starts out unchanged (zero weights for them)."),
 ):
     """Train an MSD-net or U-net on a simulated dataset; also runs under torchrun (DistributedDataParallel)."""
     from hrtemnet.models import MODEL_NAMES
@@ -409,7 +413,7 @@ def train_command(
                          lr_schedule=lr_schedule, seed=seed,
                          val_dataset=None if val is None else str(val), val_images=val_images,
                          val_every_steps=val_every, checkpoint_minutes=checkpoint_minutes, threads=threads,
-                         resume=resume, init_from=init_from)
+                         resume=resume, init_from=init_from, defocus_input=defocus_input)
     result = train(config)
     if result.files:
         console.print(f"trained {model} to step {result.steps} (last loss {result.last_loss:.4f}; best "

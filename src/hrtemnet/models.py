@@ -40,6 +40,7 @@ from torch import nn
 
 from hrtemnet.columns import NUM_LABELS
 from hrtemnet.errors import UserError
+from hrtemnet.io import NUM_IMAGES
 
 MODEL_NAMES = ("msd", "unet")
 SHIPPED_MODELS_DIR = Path(__file__).parent / "data" / "models"
@@ -456,6 +457,48 @@ def normalize_series(series: np.ndarray) -> np.ndarray:
     mean = series.mean(axis=(-2, -1), keepdims=True)
     std = series.std(axis=(-2, -1), keepdims=True)
     return ((series - mean) / np.maximum(std, 1e-12)).astype(np.float32)
+
+
+# ---- nominal defocus as an input (issue 11's conditioning experiment) -----------------------------------
+# A conditioned network takes the series' D normalised images plus D constant planes holding each frame's
+# nominal defocus / DEFOCUS_INPUT_SCALE_A (order 1, as the normalised images): in_channels = 2 D.
+DEFOCUS_INPUT_SCALE_A = 100.0
+DEFOCUS_INPUT_CHANNELS = 2 * NUM_IMAGES
+
+
+def takes_defocus(model_kwargs: dict) -> bool:
+    """Whether a network built with these kwargs expects the nominal defocus planes after the images."""
+    return model_kwargs.get("in_channels", NUM_IMAGES) == DEFOCUS_INPUT_CHANNELS
+
+
+def network_input(series: np.ndarray, defocus_A=None) -> np.ndarray:
+    """The network's input `(C, H, W)` float32: the normalised series, then (when `defocus_A` is given, one
+    value per frame in Å, underfocus negative) one constant plane per frame with its nominal defocus."""
+    x = normalize_series(series)
+    if defocus_A is None:
+        return x
+    defocus = np.asarray(defocus_A, dtype=np.float32).reshape(-1)
+    if len(defocus) != len(x):
+        raise UserError(f"{len(defocus)} defocus value(s) for a series of {len(x)} images: give one per image")
+    planes = np.broadcast_to(defocus[:, None, None] / np.float32(DEFOCUS_INPUT_SCALE_A), x.shape)
+    return np.concatenate([x, planes])
+
+
+def add_defocus_inputs(state_dict: dict, net: nn.Module) -> dict:
+    """Weights of an image-only network for the same network with defocus planes: every weight that reads the
+    input channels gets zero weights for the new planes (inserted after the images), so the conditioned network
+    starts out computing exactly what the image-only one computes."""
+    target = net.state_dict()
+    expanded = {}
+    for key, value in state_dict.items():
+        want = target[key].shape
+        if value.shape != want:
+            if value.dim() < 2 or value.shape[1] + NUM_IMAGES != want[1] or value.shape[0] != want[0]:
+                raise UserError(f"cannot add defocus inputs to weight {key} {tuple(value.shape)} -> {tuple(want)}")
+            zeros = value.new_zeros((value.shape[0], NUM_IMAGES, *value.shape[2:]))
+            value = torch.cat([value[:, :NUM_IMAGES], zeros, value[:, NUM_IMAGES:]], dim=1)
+        expanded[key] = value
+    return expanded
 
 
 # ---- model files ----------------------------------------------------------------------------------------

@@ -37,7 +37,17 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from hrtemnet.columns import Columns
 from hrtemnet.errors import UserError
-from hrtemnet.models import BEST_MODEL_FILE, build_model, load_model, normalize_series, save_model_bundle
+from hrtemnet.models import (
+    BEST_MODEL_FILE,
+    DEFOCUS_INPUT_CHANNELS,
+    DEFOCUS_INPUT_SCALE_A,
+    add_defocus_inputs,
+    build_model,
+    load_model,
+    network_input,
+    save_model_bundle,
+    takes_defocus,
+)
 from hrtemnet.progress import progress_bar
 from hrtemnet.simulation import NoiseConfig
 
@@ -46,6 +56,9 @@ LABEL_RADIUS_A = 0.45
 DEFAULT_CLASS_WEIGHTS: tuple[float, float, float, float] = (0.5, 1.0, 1.0, 3.0)
 CHECKPOINT_NAME, LOG_NAME, FINAL_MODEL_FILE = "checkpoint.pt", "log.jsonl", "final.pt"
 TRAINING_STREAM = 1  # keeps training draws apart from the validation noise streams [seed, index]
+# Nominal-defocus errors come from their own streams, so a conditioned run draws the same crops, noise and
+# flips as an image-only run with the same seed (a paired comparison).
+TRAINING_DEFOCUS_STREAM, VALIDATION_DEFOCUS_STREAM = 2, 3
 
 
 def render_label_map(columns: Columns, shape: tuple[int, int], sampling_A: float,
@@ -92,6 +105,29 @@ class AugmentationConfig:
 
     misregistration_A_max: float = 0.3
     sampling_jitter_fraction: float = 0.10
+
+
+@dataclass
+class NominalDefocusError:
+    """How far the defocus values a user gives are from the truth (networks with defocus inputs only): users
+    know the focal step roughly and the absolute defocus poorly. Nominal defocus of frame k = true + offset +
+    k * step error, offset ~ N(0, `offset_sigma_A`) shared by the frames, step error ~ N(0, `step_sigma_A`)."""
+
+    offset_sigma_A: float = 20.0
+    step_sigma_A: float = 5.0
+
+
+def nominal_defocus_A(true_defocus_A, error: NominalDefocusError, rng: np.random.Generator) -> np.ndarray:
+    """The defocus values a user would give for a series whose frames have `true_defocus_A` (Å)."""
+    true_defocus_A = np.asarray(true_defocus_A, dtype=float)
+    offset, step = rng.normal(0.0, error.offset_sigma_A), rng.normal(0.0, error.step_sigma_A)
+    return true_defocus_A + offset + step * np.arange(len(true_defocus_A))
+
+
+def series_defocus_A(source, index: int) -> np.ndarray:
+    """The true defocus of each frame of series `index` of a store (`defocus_0_A`, `defocus_1_A`, ...)."""
+    params = source.read_params(index)
+    return np.array([params[f"defocus_{k}_A"] for k in range(sum(key.startswith("defocus_") for key in params))])
 
 
 def periodic_columns_in_window(columns: Columns, cell_A: np.ndarray, origin_A: np.ndarray,
@@ -141,12 +177,15 @@ class FocalSeriesDataset(Dataset):
     `hrtemnet.dataset.SeriesStore`). In training mode (`crop_px` given) item `n` is the n-th random draw:
     series, crop, misregistration, pixel-size jitter, noise and flip/rotation all come from (seed, n). In
     validation mode (`crop_px` None) item `n` is the whole n-th series of `indices` with noise from
-    `noise_rng(seed, index)`, no augmentation.
+    `noise_rng(seed, index)`, no augmentation. With `defocus_error` the series is followed by planes of its
+    nominal defocus (`models.network_input`), drawn from streams of their own.
     """
 
     def __init__(self, source, indices=None, crop_px: int | None = None, seed: int = 0, noise=None,
-                 label_radius_A: float = LABEL_RADIUS_A, augmentation: AugmentationConfig | None = None):
+                 label_radius_A: float = LABEL_RADIUS_A, augmentation: AugmentationConfig | None = None,
+                 defocus_error: NominalDefocusError | None = None):
         self.source, self.crop_px, self.seed, self.noise = source, crop_px, seed, noise
+        self.defocus_error = defocus_error
         self.indices = usable_indices(source) if indices is None else np.asarray(indices)
         self.label_radius_A = label_radius_A
         self.augmentation = augmentation or AugmentationConfig()
@@ -173,7 +212,13 @@ class FocalSeriesDataset(Dataset):
                                           self.noise)
             columns = self.source.read_columns(index)
         labels = render_label_map(columns, images.shape[-2:], sampling, self.label_radius_A)
-        series = normalize_series(images)
+        defocus_A = None
+        if self.defocus_error is not None:
+            stream = [self.seed, TRAINING_DEFOCUS_STREAM, int(item)] if self.crop_px is not None \
+                else [self.seed, VALIDATION_DEFOCUS_STREAM, index]
+            defocus_A = nominal_defocus_A(series_defocus_A(self.source, index), self.defocus_error,
+                                          np.random.default_rng(stream))
+        series = network_input(images, defocus_A)  # the defocus planes are constant: flips leave them
         if self.crop_px is not None:
             transform = int(rng.integers(8))
             series, labels = dihedral(series, transform), dihedral(labels, transform)
@@ -218,6 +263,10 @@ class TrainConfig:
     threads: int | None = None  # torch threads per process (default: torch's choice)
     resume: bool = False
     init_from: str | None = None  # a trained model file whose weights start this run (fine-tuning, continuation)
+    # Nominal defocus of each frame as extra input planes (issue 11's conditioning experiment); an image-only
+    # --init-from model gets zero weights for them, so it starts out unchanged.
+    defocus_input: bool = False
+    defocus_error: NominalDefocusError = field(default_factory=NominalDefocusError)
     noise: NoiseConfig = field(default_factory=NoiseConfig)  # drawn on the fly; recorded in the model card
     augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
     progress: bool = True
@@ -318,6 +367,9 @@ def _check_config(config: TrainConfig, source) -> None:
 
     validate_config(config.noise, "noise")  # the on-the-fly noise and augmentation, by field-name convention
     validate_config(config.augmentation, "augmentation")
+    validate_config(config.defocus_error, "defocus_error")
+    if config.defocus_input and not hasattr(source, "read_params"):
+        raise UserError("--defocus-input needs a dataset that records each series' defocus (an hrtemnet store)")
     out_dir = Path(config.out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"--out {out_dir} is a file; give a folder for the training run")
@@ -344,11 +396,18 @@ def train(config: TrainConfig, source=None, val_source=None) -> TrainResult:
 
     initial = _initial_model(config) if config.init_from else None
     if initial is not None:
-        config = replace(config, model_kwargs=initial.kwargs)
+        config = replace(config, model_kwargs=initial.kwargs,
+                         defocus_input=config.defocus_input or takes_defocus(initial.kwargs))
+    if config.defocus_input:
+        config = replace(config, model_kwargs=config.model_kwargs | {"in_channels": DEFOCUS_INPUT_CHANNELS})
     torch.manual_seed(config.seed)  # the same initial weights in every process
     net = build_model(config.model, **config.model_kwargs)
     if initial is not None:
-        net.load_state_dict({k: v.float() for k, v in initial.net.state_dict().items()})
+        state = {k: v.float() for k, v in initial.net.state_dict().items()}
+        if config.defocus_input and not takes_defocus(initial.kwargs):
+            state = add_defocus_inputs(state, net)
+        net.load_state_dict(state)
+    defocus_error = config.defocus_error if config.defocus_input else None
     optimizer = torch.optim.Adam(net.parameters(), lr=config.learning_rate)
     out_dir = Path(config.out_dir)
     checkpoint_path, log_path = out_dir / CHECKPOINT_NAME, out_dir / LOG_NAME
@@ -371,8 +430,9 @@ def train(config: TrainConfig, source=None, val_source=None) -> TrainResult:
     model = torch.nn.parallel.DistributedDataParallel(net) if world_size > 1 else net
 
     dataset = FocalSeriesDataset(source, train_indices, config.crop_px, config.seed, config.noise,
-                                 config.label_radius_A, config.augmentation)
-    val_set = FocalSeriesDataset(val_source, val_indices, None, config.seed, config.noise, config.label_radius_A)
+                                 config.label_radius_A, config.augmentation, defocus_error)
+    val_set = FocalSeriesDataset(val_source, val_indices, None, config.seed, config.noise, config.label_radius_A,
+                                 defocus_error=defocus_error)
     sampler = DrawSampler(start_step, config.steps, config.batch_size, rank, world_size)
     loader = DataLoader(dataset, batch_size=config.batch_size, sampler=sampler, num_workers=0)
     class_weights = torch.tensor(config.class_weights, dtype=torch.float32)
@@ -382,7 +442,9 @@ def train(config: TrainConfig, source=None, val_source=None) -> TrainResult:
             "lr_schedule": config.lr_schedule,
             "label_radius_A": config.label_radius_A, "class_weights": list(config.class_weights),
             "noise": asdict(config.noise), "augmentation": asdict(config.augmentation),
-            "parameters": sum(p.numel() for p in net.parameters())}
+            "parameters": sum(p.numel() for p in net.parameters()),
+            "defocus_input": None if defocus_error is None else asdict(defocus_error) | {
+                "scale_A": DEFOCUS_INPUT_SCALE_A}}
     if initial is not None:
         card["initialised_from"] = {"file": str(config.init_from), "steps": initial.card.get("steps"),
                                     "dataset": initial.card.get("dataset"),
