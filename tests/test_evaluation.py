@@ -179,3 +179,19 @@ def test_dose_sweep_uses_images_spread_over_the_set(fakes, tmp_path):
     result = evaluate_models(store, [FakeModel("good")], tmp_path, config)
     assert store.reads[len(store):] == [0, len(store) - 1]
     assert len(result.dose_sweep["good"][1e4]) == 2
+
+
+def test_models_with_defocus_inputs_get_the_nominal_defocus_a_user_would_give():
+    from types import SimpleNamespace
+
+    from hrtemnet.evaluation import nominal_defocus_for
+
+    store = SimpleNamespace(read_params=lambda i: {"defocus_0_A": -40.0, "defocus_1_A": 10.0, "defocus_2_A": 60.0,
+                                                   "cs_A": 1e5})
+    conditioned, plain = SimpleNamespace(kwargs={"in_channels": 6}), SimpleNamespace(kwargs={"depth": 100})
+    assert nominal_defocus_for(plain, store, 0, 3) is None
+    first = np.array([nominal_defocus_for(conditioned, store, 0, i) for i in range(200)])
+    assert np.array_equal(first, [nominal_defocus_for(conditioned, store, 0, i) for i in range(200)])  # seeded
+    errors = first - [-40.0, 10.0, 60.0]
+    assert 12 < errors[:, 0].std() < 28 and abs(errors[:, 0].mean()) < 5  # the 20 Å offset
+    assert 3 < (errors[:, 1] - errors[:, 0]).std() < 7  # the 5 Å step error

@@ -270,3 +270,43 @@ def test_inputs_with_one_name_keep_both_outputs(tmp_path, fake_loaded):
     result = runner.invoke(app, ["predict", *specs, "--model", "msd", "--out-dir", str(tmp_path / "o")])
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["s.csv", "s_2.csv"]
+
+
+def test_a_model_with_defocus_inputs_needs_and_uses_the_defocus(tmp_path):
+    """A tiny untrained model with defocus inputs: --defocus is required, checked and reaches the network;
+    an image-only model given --defocus says it did not use it."""
+    import hrtemnet
+    from hrtemnet.errors import UserError
+    from hrtemnet.models import build_model, load_model, save_model_bundle
+    from hrtemnet.prediction import predict_probabilities
+
+    torch.manual_seed(0)
+    net = build_model("msd", depth=3, in_channels=6)
+    torch.nn.init.normal_(net.final.weight)  # starts at zero: the output would not depend on anything
+    conditioned = save_model_bundle(tmp_path / "cond.pt", net, "msd", {"depth": 3, "in_channels": 6}, 0.15, {}, {})
+    plain = save_model_bundle(tmp_path / "plain.pt", build_model("msd", depth=3), "msd", {"depth": 3}, 0.15, {}, {})
+    np.savez(tmp_path / "s.npz", images=np.random.default_rng(0).random((3, 64, 64)), sampling_A=0.15)
+    base = ["predict", str(tmp_path / "s.npz"), "--no-align", "--out-dir", str(tmp_path / "out")]
+    result = runner.invoke(app, [*base, "--model", str(conditioned)])
+    assert result.exit_code == 2 and "takes the nominal defocus" in result.output and "--defocus" in result.output
+    for bad, message in (("1,2", "3 values, got 2"), ("60,10,-40", "must increase"), ("a,b,c", "numbers in Å"),
+                         ("-4e4,1,2", "check the unit")):
+        result = runner.invoke(app, [*base, "--model", str(conditioned), "--defocus", bad])
+        assert result.exit_code == 2 and message in result.output, (bad, result.output)
+        assert "Traceback" not in result.output
+    result = runner.invoke(app, [*base, "--model", str(conditioned), "--defocus=-40,10,60"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "out" / "s.csv").exists()
+    result = runner.invoke(app, [*base, "--model", str(plain), "--defocus=-40,10,60", "--out-dir",
+                                 str(tmp_path / "o")])
+    assert result.exit_code == 0 and "does not take defocus values" in result.output
+    model, images = load_model(conditioned), np.random.default_rng(1).random((3, 64, 64))
+    near, far = (predict_probabilities(model, images, defocus_A=d) for d in ([-40, 10, 60], [40, 90, 140]))
+    assert not np.allclose(near, far)
+    with pytest.raises(UserError, match="takes the nominal defocus"):
+        predict_probabilities(model, images)
+    with pytest.raises(UserError, match="takes the nominal defocus"):
+        hrtemnet.predict(images, sampling_A=0.15, model=str(conditioned), align=False)
+    frame = hrtemnet.predict(images, sampling_A=0.15, model=str(conditioned), align=False, defocus_A=(-40, 10, 60))
+    assert "x_A" in frame.columns
+    assert FocalSeries(images, 0.15, "x", "x").defocus_A is None

@@ -1,6 +1,7 @@
 """Copy a realism stage's best weights into the repository (experiments/realism/checkpoints/stageN_{msd,unet}.pt):
-`python experiments/realism/keep_weights.py 2`. Weights are stored as the shipped ones
-(models.COMMITTED_WEIGHTS_DTYPE); the committed files are the ones evaluated."""
+`python experiments/realism/keep_weights.py 2` (or `4_defocus` for runs/realism/stage4_defocus: whichever
+networks the run folder holds). Weights are stored as the shipped ones (models.COMMITTED_WEIGHTS_DTYPE); the
+committed files are the ones evaluated."""
 
 import sys
 from pathlib import Path
@@ -8,9 +9,12 @@ from pathlib import Path
 from hrtemnet.models import COMMITTED_WEIGHTS_DTYPE, load_model, save_model_bundle
 
 HERE = Path(__file__).parent
-stage = int(sys.argv[1])
+stage = sys.argv[1]
+run = HERE.parent.parent / "runs" / "realism" / f"stage{stage}"
 for name, dtype in COMMITTED_WEIGHTS_DTYPE.items():
-    model = load_model(HERE.parent.parent / "runs" / "realism" / f"stage{stage}" / name / "best.pt")
+    if not (run / name / "best.pt").exists():
+        continue
+    model = load_model(run / name / "best.pt")
     card = dict(model.card) | {"weights_dtype": str(dtype).replace("torch.", "")}
     path = HERE / "checkpoints" / f"stage{stage}_{name}.pt"
     save_model_bundle(path, model.net, name, model.kwargs, model.sampling_A, model.peak_params, card,

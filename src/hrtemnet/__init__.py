@@ -3,7 +3,8 @@
 The Python API (everything else lives in the submodules, imported only when used, so `import hrtemnet`
 stays cheap):
 
-- `hrtemnet.predict(series, sampling_A=None, model="msd", align=True, border_A=2.0)` -> pandas DataFrame
+- `hrtemnet.predict(series, sampling_A=None, model="msd", align=True, border_A=2.0, threshold=None,
+  defocus_A=None)` -> pandas DataFrame
 - `hrtemnet.load_model(spec)` -> a model ready for inference (`hrtemnet.models.LoadedModel`)
 - `hrtemnet.simulate_series(atoms, defocus_A=..., ...)` -> a simulated focal series `(3, H, W)`
 """
@@ -46,7 +47,7 @@ def _cached_model(spec):
 
 
 def predict(series, sampling_A=None, model="msd", align: bool = True, border_A: float = 2.0,
-            threshold: float | None = None):
+            threshold: float | None = None, defocus_A=None):
     """Find and classify the atomic columns of a focal series: a table of columns.
 
     Parameters
@@ -67,6 +68,8 @@ def predict(series, sampling_A=None, model="msd", align: bool = True, border_A: 
     border_A : the summary in `df.attrs` counts only columns at least this far (Å) inside the field that
         every frame covers (column `interior`).
     threshold : column probability threshold in [0, 1) (default: the model's).
+    defocus_A : nominal defocus of each frame in Å (underfocus negative), for a model trained with
+        `--defocus-input` (it needs them); other models do not use them (a warning says so).
 
     Returns
     -------
@@ -105,6 +108,8 @@ def predict(series, sampling_A=None, model="msd", align: bool = True, border_A: 
         stack = io.series_from_array(series, given)
     if auto:
         stack = replace(stack, sampling_A=float("nan"))
+    if defocus_A is not None:
+        stack = replace(stack, defocus_A=io.check_defocus(defocus_A, "defocus_A"))
     if threshold is not None and not 0 <= threshold < 1:
         raise UserError(f"threshold must lie in [0, 1) (got {threshold})")
     source = "lattice" if auto or not np.isfinite(stack.sampling_A) else \

@@ -472,6 +472,9 @@ def predict_command(
     frames_per_series: int = typer.Option(3, "--frames-per-series", help="Frames per focal series in a stack."),
     dose_per_series: float | None = typer.Option(None, "--dose-per-series", help="Dose per focal series in e/Å²: "
                                                  "the time-series plot is against cumulative dose."),
+    defocus: str | None = typer.Option(None, "--defocus", help="Nominal defocus of the three frames in Å, e.g. "
+                                       "-40,10,60 (underfocus negative), for models trained with --defocus-input; "
+                                       "the shipped models do not use it."),
 ):
     """Find and classify the columns of each focal series: a CSV per series (positions in the first image's frame).
 
@@ -501,7 +504,8 @@ def predict_command(
     written = 0
     for result in predict_files(inputs, model, sampling_value, out_dir, align=not no_align, border_A=border_A,
                                 threshold=threshold, plot=plot, fmt=fmt, frames_per_series=frames_per_series,
-                                dose_per_series=dose_per_series, on_error=report_error, progress=True):
+                                dose_per_series=dose_per_series, on_error=report_error, progress=True,
+                                defocus_A=defocus):
         written += 1
         where = result.source if result.series_count == 1 else f"{result.source} [series {result.series_index}]"
         prediction = result.prediction

@@ -247,7 +247,8 @@ def evaluate_models(
             series, dose = _noisy(clean, store.sampling_A, config.noise, config.dose_e_per_A2, config.seed, index)
             predictions = {}
             for name, model in zip(names, models, strict=True):
-                predictions[name] = _predict_columns(model, series, store.sampling_A)
+                predictions[name] = _predict_columns(model, series, store.sampling_A,
+                                                     nominal_defocus_for(model, store, config.seed, index))
                 match = match_image(
                     truth, predictions[name], image_size_A, config.match_radius_A, config.border_A
                 )
@@ -266,7 +267,8 @@ def evaluate_models(
             for dose in config.dose_sweep_e_per_A2:
                 series, _ = _noisy(clean, store.sampling_A, config.noise, dose, config.seed, index)
                 for name, model in zip(names, models, strict=True):
-                    predicted = _predict_columns(model, series, store.sampling_A)
+                    predicted = _predict_columns(model, series, store.sampling_A,
+                                                 nominal_defocus_for(model, store, config.seed, index))
                     sweep[name][dose].append(
                         match_image(
                             truth, predicted, image_size_A, config.match_radius_A, config.border_A
@@ -290,12 +292,30 @@ def _noisy(clean: np.ndarray, sampling_A: float, noise: NoiseConfig, dose: float
     return add_imaging_noise(clean, sampling_A, noise_rng(seed, index), fixed)
 
 
-def _predict_columns(model, series: np.ndarray, sampling_A: float) -> Columns:
+def _predict_columns(model, series: np.ndarray, sampling_A: float, defocus_A=None) -> Columns:
     """The same path as `hrtemnet predict`: resample, network, peaks with the model's stored settings."""
     from hrtemnet.io import FocalSeries
     from hrtemnet.prediction import predict_series
 
-    return predict_series(model, FocalSeries(series, sampling_A, "validation series", "validation"))
+    return predict_series(model, FocalSeries(series, sampling_A, "validation series", "validation",
+                                             defocus_A=defocus_A))
+
+
+EVALUATION_DEFOCUS_STREAM = 4  # apart from the noise streams [seed, index] and training's streams
+
+
+def nominal_defocus_for(model, store, seed: int, index: int) -> tuple[float, ...] | None:
+    """The defocus values a user would give a model trained with `--defocus-input` for series `index` of a
+    store: the true ones off by `training.NominalDefocusError()`'s offset and step errors, drawn from
+    (seed, index). None for image-only models."""
+    from hrtemnet.models import takes_defocus
+
+    if not takes_defocus(model.kwargs):
+        return None
+    from hrtemnet.training import NominalDefocusError, nominal_defocus_A, series_defocus_A
+
+    rng = np.random.default_rng([seed, EVALUATION_DEFOCUS_STREAM, index])
+    return tuple(nominal_defocus_A(series_defocus_A(store, index), NominalDefocusError(), rng))
 
 
 # ---- outputs ------------------------------------------------------------------------------------
@@ -733,7 +753,8 @@ def run_conditions(conditions: Sequence[Condition], model_specs: Sequence[str], 
                 truth = store.read_columns(index)
                 for k in (k for i, k in todo if i == index):
                     frame = hrtemnet.predict(series, sampling_A=store.sampling_A, model=models[k],
-                                             align=condition.align)
+                                             align=condition.align,
+                                             defocus_A=nominal_defocus_for(models[k], store, condition.seed, index))
                     score = score_image(truth, Columns.from_table(frame), image_size_A)
                     record = {"model_sha256": hashes[k], "series": index, "dose_e_per_A2": dose,
                               "applied_shifts_A": shifts_A.tolist(), "aligned": bool(frame.attrs["aligned"]),

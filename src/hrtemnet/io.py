@@ -66,6 +66,9 @@ class FocalSeries:
     stem: str  # name for output files
     file_sampling_A: float | None = None  # the calibration found in the file(s), if any
     calibration_note: str = ""  # why the file(s) give no usable calibration (e.g. "its sampling_A -1 ...")
+    # Nominal defocus of each frame of a focal series (Å, underfocus negative), for models that take it
+    # (`hrtemnet train --defocus-input`); a stack's focal series all share it.
+    defocus_A: tuple[float, ...] | None = None
 
     @property
     def sampling_overridden(self) -> bool:
@@ -95,6 +98,28 @@ def check_sampling(sampling_A, what: str = "--sampling") -> float:
         raise UserError(f"{what} {value:g} Å/px is outside {low:g} - {high:g} Å/px, the pixel sizes at which "
                         f"MoS2's columns are resolved; check the value and its unit (Å, not nm or pm)")
     return value
+
+
+PLAUSIBLE_DEFOCUS_A = 5000.0  # HRTEM focal series of MoS2 stay within a few hundred Å of Scherzer
+
+
+def check_defocus(defocus_A, what: str = "--defocus") -> tuple[float, ...]:
+    """Nominal defocus of the frames of a focal series (Å, underfocus negative, increasing as the frames are
+    ordered) from a sequence or a comma-separated string; else a `UserError` naming `what`."""
+    try:
+        values = [float(v) for v in (defocus_A.split(",") if isinstance(defocus_A, str) else defocus_A)]
+    except (TypeError, ValueError):
+        raise UserError(f"{what} must be {NUM_IMAGES} numbers in Å separated by commas, e.g. -40,10,60 "
+                        f"(got {defocus_A!r})") from None
+    if len(values) != NUM_IMAGES:
+        raise UserError(f"{what} needs one defocus per frame: {NUM_IMAGES} values, got {len(values)}")
+    if not all(np.isfinite(v) and abs(v) <= PLAUSIBLE_DEFOCUS_A for v in values):
+        raise UserError(f"{what} values must be finite and within ±{PLAUSIBLE_DEFOCUS_A:g} Å (got {defocus_A}); "
+                        "check the unit (Å, not nm)")
+    if not all(b > a for a, b in zip(values, values[1:], strict=False)):
+        raise UserError(f"{what} must increase from frame to frame, as the frames are ordered (got {defocus_A}); "
+                        "give the frames and their defocus in increasing defocus")
+    return tuple(values)
 
 
 def read_focal_series(spec: str | Path, sampling_A: float | None = None) -> FocalSeries:

@@ -38,21 +38,25 @@ TILE_MARGIN_PX = 128
 
 
 def predict_probabilities(model, series: np.ndarray, tile_px: int = TILE_PX,
-                          margin_px: int = TILE_MARGIN_PX) -> np.ndarray:
+                          margin_px: int = TILE_MARGIN_PX, defocus_A=None) -> np.ndarray:
     """Softmax probabilities `(4, H, W)` of a series `(3, H, W)` already at the model's sampling.
 
     `model` is a `hrtemnet.models.LoadedModel` (anything with a fully convolutional `.net`). The series
     is normalised as a whole, as in training, so all tiles see the same intensity scale; an image up to
     `tile_px` on both sides runs in one pass, a larger one in tiles whose outer `margin_px` are dropped
     (except at the image border), so the result equals one pass wherever the network's effective
-    receptive field is within the margin.
+    receptive field is within the margin. A model trained with `--defocus-input` needs `defocus_A` (nominal
+    defocus per frame, Å); other models do not use it.
     """
-    from hrtemnet.models import normalize_series
+    from hrtemnet.models import network_input, takes_defocus
 
     if not 0 <= 2 * margin_px < tile_px:
         raise ValueError(f"tiles of {tile_px} px cannot keep a centre inside margins of {margin_px} px")
+    if takes_defocus(model.kwargs) and defocus_A is None:
+        raise UserError(f"this {model.name} model takes the nominal defocus of each frame: give it with "
+                        f"--defocus D1,D2,D3 (Å, underfocus negative; python: defocus_A=[...])")
     net = model.net.eval()
-    x = torch.from_numpy(normalize_series(series))
+    x = torch.from_numpy(network_input(series, defocus_A if takes_defocus(model.kwargs) else None))
     height, width = x.shape[-2:]
     with torch.inference_mode():
         if height <= tile_px and width <= tile_px:
@@ -77,12 +81,13 @@ def predict_series(model, series: FocalSeries, peak_config=None, tile_px: int = 
     the column probability at the peak (what the threshold applies to).
     """
     columns, _ = _columns_and_class_shares(model, series.images, series.sampling_A, series.source, peak_config,
-                                           tile_px, margin_px)
+                                           tile_px, margin_px, series.defocus_A)
     return columns
 
 
 def _columns_and_class_shares(model, images: np.ndarray, sampling_A: float, source: str, peak_config=None,
-                              tile_px: int = TILE_PX, margin_px: int = TILE_MARGIN_PX) -> tuple[Columns, np.ndarray]:
+                              tile_px: int = TILE_PX, margin_px: int = TILE_MARGIN_PX,
+                              defocus_A=None) -> tuple[Columns, np.ndarray]:
     """Columns (score = column probability at the peak) and their class shares `(n, 3)` (rows sum to 1)."""
     from hrtemnet.peaks import PeakConfig, class_shares, extract_columns
 
@@ -96,7 +101,10 @@ def _columns_and_class_shares(model, images: np.ndarray, sampling_A: float, sour
         resampled = resample_series(images, sampling_A, model.sampling_A)
     except UserError as error:
         raise UserError(f"{source}: {error}") from None
-    probabilities = predict_probabilities(model, resampled, tile_px, margin_px)
+    try:
+        probabilities = predict_probabilities(model, resampled, tile_px, margin_px, defocus_A)
+    except UserError as error:
+        raise UserError(f"{source}: {error}") from None
     config = peak_config or PeakConfig(**(model.peak_params or {}))
     columns = extract_columns(probabilities, model.sampling_A, config)
     # The resampled field lies inside the input's; sub-pixel refinement may not, by a fraction of a pixel.
@@ -283,7 +291,7 @@ def predict_focal_series(model, series: FocalSeries, peak_config=None, align: bo
         warnings += registration.warnings
         images = apply_shifts(images, shifts_A, sampling_A)
     columns, shares = _columns_and_class_shares(model, images, sampling_A, series.source, peak_config,
-                                                tile_px, margin_px)
+                                                tile_px, margin_px, series.defocus_A)
     # The power spectrum's peaks of a small crystal are pulled by the CTF envelope (up to ~3 %); the lattice
     # of the Mo columns just found gives the pixel size to ~0.1 % (when they lie on one lattice).
     from hrtemnet.calibration import MOS2_LATTICE_A, lattice_constant_from_columns
@@ -332,6 +340,11 @@ def predict_focal_series(model, series: FocalSeries, peak_config=None, align: bo
                               sampling_A, sampling_source, measured_sampling_A, shifts_A, align, field_A,
                               border_A, tuple(images.shape[-2:]), warnings)
     result.warnings += plausibility_warnings(result)
+    from hrtemnet.models import takes_defocus
+
+    if series.defocus_A is not None and not takes_defocus(model.kwargs):
+        result.warnings.append(f"this {model.name} model does not take defocus values; the ones given were not "
+                               "used (only models trained with --defocus-input do)")
     return result
 
 
@@ -529,7 +542,7 @@ def predict_files(inputs: Sequence[str], model_spec: str = "msd", sampling: floa
                   threshold: float | None = None, plot: bool = False, fmt: str = "csv",
                   frames_per_series: int = NUM_IMAGES, dose_per_series: float | None = None,
                   command: str | None = None, on_error: Callable[[str, Exception], None] | None = None,
-                  progress: bool = False) -> Iterator[FileResult]:
+                  progress: bool = False, defocus_A=None) -> Iterator[FileResult]:
     """The work of `hrtemnet predict`: each input (a focal series or a stack of k of them) to tables.
 
     Parameters
@@ -540,14 +553,16 @@ def predict_files(inputs: Sequence[str], model_spec: str = "msd", sampling: floa
     out_dir : tables `<stem>.csv` (time series: `<stem>_NNNN.csv` and `<stem>_summary.csv`).
     threshold : column probability threshold (default the model's).
     fmt : "csv", "napari" or "imagej".
+    defocus_A : nominal defocus of each frame (Å), for models trained with `--defocus-input`; every input
+        (and each focal series of a time series) is taken to have been recorded at these values.
     on_error : called with (input, error) for an input that fails (a `UserError`, or any other exception
         for a failure nobody foresaw); it is skipped and the next one runs. Without it the error is raised.
 
     Yields a `FileResult` per series, as each is done (time series already written are skipped, so a
     killed run, rerun, continues).
     """
-    from hrtemnet.io import check_sampling, read_image_stack
-    from hrtemnet.models import load_model
+    from hrtemnet.io import check_defocus, check_sampling, read_image_stack
+    from hrtemnet.models import load_model, takes_defocus
     from hrtemnet.peaks import PeakConfig
     from hrtemnet.validation import writable_folder
 
@@ -564,9 +579,13 @@ def predict_files(inputs: Sequence[str], model_spec: str = "msd", sampling: floa
         raise UserError(f"--border-A must be >= 0 Å (got {border_A})")
     if dose_per_series is not None and not dose_per_series > 0:
         raise UserError(f"--dose-per-series must be a positive dose in e/Å² (got {dose_per_series})")
+    defocus = None if defocus_A is None else check_defocus(defocus_A)
     writable_folder(out_dir, "--out-dir")  # before any network runs
     torch.set_flush_denormal(True)  # denormals slow the CPU convolutions
     loaded = load_model(model_spec)
+    if takes_defocus(loaded.kwargs) and defocus is None:
+        raise UserError(f"model {model_spec} takes the nominal defocus of each frame: give it with --defocus "
+                        "D1,D2,D3 (Å, underfocus negative)")
     sha256 = model_sha256(model_spec)
     peak_config = PeakConfig(**(loaded.peak_params or {}))
     if threshold is not None:
@@ -578,6 +597,7 @@ def predict_files(inputs: Sequence[str], model_spec: str = "msd", sampling: floa
             stack = read_image_stack(spec, None if auto else sampling, require_sampling=False)
             if auto:
                 stack = replace(stack, sampling_A=float("nan"))
+            stack = replace(stack, defocus_A=defocus)
             stem, copy = stack.stem, 1
             while stack.stem in stems:  # two inputs with one name: keep both
                 copy += 1
