@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import sys
 import types
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from hrtemnet.cli import app
 from hrtemnet.columns import NUM_LABELS, Columns
 from hrtemnet.evaluation import EvaluationConfig, evaluate_models
+from hrtemnet.models import takes_defocus
 
 SAMPLING_A = 0.15
 SHAPE = (112, 112)
@@ -66,6 +67,7 @@ class FakeModel:
     peak_params: dict | None = None
     card: str = ""
     net: object = None
+    kwargs: dict = field(default_factory=dict)  # an image-only network
 
 
 def fake_predict(model, series, *tiling):
@@ -97,7 +99,8 @@ def fakes(monkeypatch):
     modules = {
         "hrtemnet.simulation": {"NoiseConfig": FakeNoiseConfig, "add_imaging_noise": fake_noise},
         "hrtemnet.dataset": {"open_store": lambda path: FakeStore(), "open_stores": lambda paths: FakeStore()},
-        "hrtemnet.models": {"load_model": lambda spec: FakeModel(spec, swap_s=spec == "swapper")},
+        "hrtemnet.models": {"load_model": lambda spec: FakeModel(spec, swap_s=spec == "swapper"),
+                            "takes_defocus": takes_defocus},
     }
     monkeypatch.setattr("hrtemnet.prediction.predict_probabilities", fake_predict)
     for name, attributes in modules.items():
