@@ -157,14 +157,15 @@ def sample_seed(seed: int, index: int) -> int:
     return int(np.random.SeedSequence([seed, index]).generate_state(1, dtype=np.uint32)[0])
 
 
-def simulate_sample(config: DatasetConfig, seed: int, index: int, vibration_table=None):
-    """One sample: (images (D, H, W), columns (n, 3) x/y/class, params vector in config.param_names order)."""
+def simulate_sample(config: DatasetConfig, seed: int, index: int, vibration_table=None, threads: int = 1):
+    """One sample: (images (D, H, W), columns (n, 3) x/y/class, params vector in config.param_names order).
+    `threads`: for its frozen-phonon configurations (the same images for any number)."""
     this_seed = sample_seed(seed, index)
     rng = np.random.default_rng(this_seed)
     structure = random_structure(rng, config.structure)
     optics = config.optics.draw(rng)
     images = simulate_focal_series(structure.atoms, optics, config.simulation, seed=int(rng.integers(2**31)),
-                                   vibration_table=vibration_table)
+                                   vibration_table=vibration_table, threads=threads)
     columns = structure.columns
     values = {"sample_seed": this_seed, **structure.params, "num_columns": len(columns)}
     values.update({f"defocus_{i}_A": d for i, d in enumerate(optics.defocus_A)})
@@ -307,14 +308,16 @@ def _simulate_and_write(path: str, config_dict: dict, seed: int, index: int) -> 
 
 
 def _simulate_in_process(path: str | Path, config: DatasetConfig, seed: int, todo: list[int], advance) -> None:
-    """The samples `todo` one after the other in this process, with the store and vibration table opened once;
-    each exactly as the dask task `_simulate_and_write` makes it."""
+    """The samples `todo` one after the other in this process, with the store and vibration table opened once,
+    each sample's frozen-phonon configurations on a thread per core this process may use (the only job: no
+    worker processes); each sample equal to the one the dask task `_simulate_and_write` makes on one thread."""
     from hrtemnet.vibrations import vibration_table_for
 
     arrays = _store_arrays(path)
     table = vibration_table_for(config.simulation.num_phonons, config.vibrations_file)
+    threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     for index in todo:
-        _write_arrays(arrays, index, *simulate_sample(config, seed, index, table))
+        _write_arrays(arrays, index, *simulate_sample(config, seed, index, table, threads))
         advance()
 
 
@@ -355,8 +358,9 @@ def simulate_dataset(path: str | Path, n: int, seed: int, config: DatasetConfig 
     """Simulate `n` samples into the store at `path`, filling in only what is missing.
 
     workers=0 or 1 runs in this process (no dask: a cluster of one worker would only add its start-up and a
-    second import of everything); otherwise a LocalCluster of `workers` single-threaded processes (default:
-    one per core), or the cluster at `scheduler` (tcp://host:port). Returns a summary with throughput.
+    second import of everything), each sample on a thread per core; otherwise a LocalCluster of `workers`
+    single-threaded processes (default: one per core), or the cluster at `scheduler` (tcp://host:port).
+    Returns a summary with throughput.
     """
     config = (config or DatasetConfig()).validate()
     if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:

@@ -141,6 +141,46 @@ class NoiseConfig:
 _abtem_configured = False  # abTEM's config is global to the process: set it once
 
 
+def import_abtem():
+    """`import abtem`, with the numba ufuncs abTEM compiles when imported kept in the cache folder.
+
+    `abtem.core.complex` compiles two numba ufuncs eagerly on import, ~0.4 s CPU of every fresh process (worker,
+    CLI command) more than loading them compiled. Numba caches a ufunc only when its decorator asks, so during
+    this one import `numba.vectorize` asks (`cache=True`), with numba's cache folder set to
+    ~/.cache/hrtemnet/numba (or $NUMBA_CACHE_DIR): nothing is written next to abTEM's files and nothing of
+    abTEM is changed. Numba keys its cache on the source file and its own version, so an upgrade compiles
+    again. Both settings are restored afterwards. A plain import when abTEM is imported already or the cache
+    folder is not writable."""
+    import sys
+
+    if "abtem" in sys.modules:
+        return sys.modules["abtem"]
+    import numba
+    from numba.core import config as numba_config
+
+    folder = numba_config.CACHE_DIR or os.path.join(_cache_folder(), "numba")
+    try:
+        os.makedirs(folder, exist_ok=True)
+        writable = os.access(folder, os.W_OK)
+    except OSError:
+        writable = False
+    if not writable:  # numba would fall back to a cache next to abTEM's sources: compile instead
+        import abtem
+
+        return abtem
+    vectorize, cache_dir = numba.vectorize, numba_config.CACHE_DIR
+
+    def caching_vectorize(*args, **kwargs):
+        return vectorize(*args, **{"cache": True, **kwargs})
+
+    numba.vectorize, numba_config.CACHE_DIR = caching_vectorize, folder
+    try:
+        import abtem
+    finally:
+        numba.vectorize, numba_config.CACHE_DIR = vectorize, cache_dir
+    return abtem
+
+
 def configure_abtem() -> None:
     """Eager arrays and single-threaded FFTW (tasks are parallel, not transforms); once per process.
 
@@ -150,7 +190,7 @@ def configure_abtem() -> None:
     global _abtem_configured
     if _abtem_configured:
         return
-    import abtem
+    abtem = import_abtem()
 
     abtem.config.set({"dask.lazy": False, "fftw.planning_effort": "FFTW_MEASURE", "fftw.threads": 1,
                       "diagnostics.progress_bar": False})
@@ -188,7 +228,7 @@ def validate_atoms(atoms: Atoms) -> Atoms:
                         "e.g. extxyz with Lattice=..., cif, or traj")
     off_diagonal = cell - np.diag(np.diag(cell))
     if np.any(np.abs(off_diagonal) > 1e-6):
-        import abtem
+        abtem = import_abtem()
 
         try:
             atoms = abtem.orthogonalize_cell(atoms)
@@ -223,7 +263,7 @@ def _fftw_wisdom_path() -> str:
     return os.path.join(_cache_folder(), "fftw_wisdom.json")
 
 
-def _fft_plans(name: str, shape: tuple[int, int, int], real: bool = False) -> tuple:
+def _fft_plans(name: str, shape: tuple[int, ...], real: bool = False) -> tuple:
     """Unnormalised single-threaded FFTW plans over the last two axes on buffers of their own, made once per
     process, name and shape. FFTW_MEASURE planning costs seconds per shape, so its wisdom is kept in a cache
     file (~/.cache/hrtemnet) that fresh worker processes load instead of measuring again. The file is JSON
@@ -273,7 +313,9 @@ def _fft_plans(name: str, shape: tuple[int, int, int], real: bool = False) -> tu
 
 def _fourier_array(key: tuple, make) -> np.ndarray:
     if key not in _FOURIER_ARRAYS:
-        if len(_FOURIER_ARRAYS) > 512:
+        # propagators are kept per slice thickness, which differs between structures: bounded by memory (a
+        # 512² propagator is 2 MB), not by count
+        if len(_FOURIER_ARRAYS) > 512 or sum(a.nbytes for a in list(_FOURIER_ARRAYS.values())) > 256 * 2**20:
             _FOURIER_ARRAYS.clear()
         _FOURIER_ARRAYS[key] = make()
     return _FOURIER_ARRAYS[key]
@@ -303,8 +345,7 @@ def _disk_cached(key: tuple, shape: tuple[int, ...], dtype, compute) -> np.ndarr
     another shape or type, or an unreadable one, is computed and written again."""
     import hashlib
 
-    import abtem
-
+    abtem = import_abtem()
     name = hashlib.sha256(repr((key, abtem.__version__)).encode()).hexdigest()[:32]
     path = os.path.join(_cache_folder(), f"{key[0]}-{name}.npy")
     try:
@@ -324,6 +365,42 @@ def _disk_cached(key: tuple, shape: tuple[int, ...], dtype, compute) -> np.ndarr
     return array
 
 
+def _antialias_aperture(gpts: tuple[int, int], sampling: tuple[float, float]) -> np.ndarray:
+    """abTEM's antialias aperture (1 inside 2/3 of the Nyquist frequency, a narrow taper, 0 outside), float32."""
+    from abtem.antialias import antialias_aperture
+
+    return _fourier_array(("aperture", gpts, sampling),
+                          lambda: antialias_aperture(gpts, sampling, np).astype(np.float32))
+
+
+def _ctf_kernel(ctf, gpts: tuple[int, int], extent: tuple[float, float], sampling: tuple[float, float],
+                energy_eV: float) -> np.ndarray:
+    """abTEM's CTF array (aberrations and focal-spread envelope) on our grid, one per defocus, (n, nx, ny)
+    complex64. Evaluated only on the smallest even grid of the same frequency spacing that holds every frequency
+    the antialias aperture passes (about 45 % of the points, same values) and zero elsewhere: the wave it
+    multiplies is zero there, and abTEM's evaluation costs about as much as a slice."""
+    abtem = import_abtem()
+
+    aperture = _antialias_aperture(gpts, sampling)
+    box = []
+    for axis, n in enumerate(gpts):
+        passed = np.flatnonzero(aperture.any(axis=1 - axis))  # fft order: index i is frequency i or i - n
+        box.append(2 * int(np.max(np.minimum(passed, n - passed))) + 2)  # frequencies -box/2 .. box/2 - 1
+    if box[0] >= gpts[0] or box[1] >= gpts[1]:
+        box = list(gpts)
+    small = abtem.Waves(np.zeros(box, dtype=np.complex64), energy=energy_eV, extent=extent)
+    values = np.asarray(ctf._evaluate_kernel(small)).reshape(-1, *box)
+    if tuple(box) == tuple(gpts):
+        return values.astype(np.complex64, copy=False)
+    kernel = _fourier_array(("ctf", len(values), gpts, tuple(box)),  # zero outside the box, written inside
+                            lambda: np.zeros((len(values), *gpts), dtype=np.complex64))
+    (bx, by), (nx, ny) = (b // 2 for b in box), gpts
+    for rows, small_rows in ((slice(0, bx), slice(0, bx)), (slice(nx - bx, nx), slice(bx, None))):
+        for cols, small_cols in ((slice(0, by), slice(0, by)), (slice(ny - by, ny), slice(by, None))):
+            kernel[:, rows, cols] = values[:, small_rows, small_cols]
+    return kernel
+
+
 def _set_deltas(real: np.ndarray, positions_px: np.ndarray) -> None:
     """`real` = abTEM's `superpose_deltas` of the positions on a zero grid (bilinear weights, periodic), by one
     bincount instead of np.add.at."""
@@ -339,7 +416,7 @@ def _set_deltas(real: np.ndarray, positions_px: np.ndarray) -> None:
 
 def _sliced_configurations(structure, gpts, thicknesses, parametrization: str) -> list[list[dict]]:
     """Per configuration, per slice: {symbol: (n, 2) xy positions in Å}, sliced and wrapped by abTEM itself."""
-    import abtem
+    abtem = import_abtem()
     from ase.data import chemical_symbols
 
     configurations = list(structure) if isinstance(structure, abtem.FrozenPhonons) else [structure]
@@ -362,29 +439,23 @@ def _scratch(name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
     return _fourier_array(("scratch", name, shape, np.dtype(dtype).str), lambda: np.empty(shape, dtype=dtype))
 
 
-def _slice_potentials(slices: list[dict], index: int, symbols: list[str], gpts: tuple[int, int],
-                      sampling: tuple[float, float], parametrization: str) -> np.ndarray:
-    """Projected potential V of slice `index` of every configuration, (n, nx, ny) float32 in the "potential"
-    FFT buffer: per element, the deltas of its atoms by a real-to-complex transform times the element's
-    kernel; the elements' spectra summed, then one complex-to-real transform."""
-    shape = (len(slices), *gpts)
-    potential, spectrum, forward, backward = _fft_plans("potential", shape, True)
-    spectrum_sum = _scratch("potential spectrum sum", spectrum.shape, np.complex64) if len(symbols) > 1 else None
+def _slice_potential(atoms_in_slice: dict, kernels: dict, gpts: tuple[int, int], sampling: tuple[float, float],
+                     slot: int) -> np.ndarray:
+    """Projected potential V of one slice of one configuration, (nx, ny) float32 in the slot's "potential" FFT
+    buffer: per element, the deltas of its atoms by a real-to-complex transform times the element's kernel; the
+    elements' spectra summed, then one complex-to-real transform."""
+    symbols = sorted(atoms_in_slice)
+    potential, spectrum, forward, backward = _fft_plans(f"potential {slot}", gpts, True)
+    spectrum_sum = _scratch(f"spectrum sum {slot}", spectrum.shape, np.complex64) if len(symbols) > 1 else None
     for position, symbol in enumerate(symbols):
-        for config, config_slices in enumerate(slices):
-            positions = config_slices[index].get(symbol)
-            if positions is None:
-                potential[config] = 0
-            else:
-                _set_deltas(potential[config], (positions / np.asarray(sampling)).astype(np.float32))
+        _set_deltas(potential, (atoms_in_slice[symbol] / np.asarray(sampling)).astype(np.float32))
         forward.execute()
-        kernel = _potential_kernel(symbol, gpts, sampling, parametrization)
         if spectrum_sum is None:
-            spectrum *= kernel
+            spectrum *= kernels[symbol]
         elif position == 0:
-            np.multiply(spectrum, kernel, out=spectrum_sum)
+            np.multiply(spectrum, kernels[symbol], out=spectrum_sum)
         else:
-            spectrum *= kernel
+            spectrum *= kernels[symbol]
             if position < len(symbols) - 1:
                 spectrum_sum += spectrum
             else:
@@ -393,91 +464,177 @@ def _slice_potentials(slices: list[dict], index: int, symbols: list[str], gpts: 
     return potential
 
 
+@dataclass
+class _SliceArrays:
+    """What every configuration of one focal series shares: abTEM's Fourier-space arrays on its grid."""
+
+    gpts: tuple[int, int]
+    sampling: tuple[float, float]
+    sigma: np.float32  # interaction parameter σ: the transmission is exp(iσV)
+    kernels: dict  # element -> potential kernel (half spectrum)
+    band_limit: np.ndarray  # antialias aperture / size² (the transmission's two unnormalised transforms)
+    propagators: list  # per slice: Fresnel propagator times the antialias aperture
+    first_propagators: dict  # slice index -> aperture times propagator, for a first slice with atoms
+    ctf: np.ndarray  # (n, nx, ny) CTF kernels
+
+
+_add_intensity_kernel = None
+
+
+def _add_intensity(wave: np.ndarray, out: np.ndarray) -> None:
+    """out += |wave|² (complex64 (nx, ny) -> float64), re² and im² in float32, their sum in float64, then added
+    to `out`: one pass (numpy's square, float64 sum and += took 5x as long). Numba-compiled on first use and
+    cached next to this file like `hrtemnet.msd_kernel`."""
+    global _add_intensity_kernel
+    if _add_intensity_kernel is None:
+        from numba import njit
+
+        @njit(cache=True, nogil=True)
+        def add_intensity(wave, out):
+            for i in range(wave.shape[0]):
+                for j in range(wave.shape[1]):
+                    value = wave[i, j]
+                    out[i, j] += np.float64(value.real * value.real) + np.float64(value.imag * value.imag)
+
+        _add_intensity_kernel = add_intensity
+    _add_intensity_kernel(wave, out)
+
+
+def _configuration_intensities(slices: list[dict], arrays: _SliceArrays, slot: int, out: np.ndarray) -> np.ndarray:
+    """Adds |exit wave (*) CTF|² of one configuration for each CTF, in float64, to `out` (n, nx, ny), on the FFT
+    buffers and plans of `slot` (one per thread). The wave is kept in Fourier space between slices (unnormalised:
+    its real-space form is the physical wave), so the intensities are size² times the physical ones."""
+    wave, wave_forward, wave_backward = _fft_plans(f"wave {slot}", arrays.gpts)
+    transmission, transmission_forward, transmission_backward = _fft_plans(f"transmission {slot}", arrays.gpts)
+    cosines = _scratch(f"cosines {slot}", arrays.gpts, np.float32)
+    plane_wave = True  # the wave is still the incident plane wave, 1 everywhere in real space
+    for index, atoms_in_slice in enumerate(slices):
+        if not atoms_in_slice:  # vacuum: propagate (a plane wave passes unchanged: the propagator is 1 at k = 0)
+            if not plane_wave:
+                wave *= arrays.propagators[index]
+            continue
+        potential = _slice_potential(atoms_in_slice, arrays.kernels, arrays.gpts, arrays.sampling, slot)
+        potential *= arrays.sigma
+        # exp(iσV): numpy's cos/sin write contiguous arrays twice as fast as the strided halves of a complex
+        np.cos(potential, out=cosines)
+        np.sin(potential, out=potential)
+        transmission.real = cosines
+        transmission.imag = potential
+        transmission_forward.execute()
+        if plane_wave:  # ψ = 1, so ψ·t's spectrum is the band-limited transmission's: aperture · FFT(t)
+            np.multiply(transmission, arrays.first_propagators[index], out=wave)
+            plane_wave = False
+            continue
+        transmission *= arrays.band_limit
+        transmission_backward.execute()  # the band-limited transmission, times 1/size
+        wave_backward.execute()
+        wave *= transmission
+        wave_forward.execute()
+        wave *= arrays.propagators[index]
+    if plane_wave:  # no atoms at all: the plane wave's spectrum, the grid size at frequency 0
+        wave[:] = 0
+        wave[0, 0] = wave.size
+    for kernel, intensity in zip(arrays.ctf, out, strict=True):
+        np.multiply(wave, kernel, out=transmission)
+        transmission_backward.execute()
+        _add_intensity(transmission, intensity)
+    return out
+
+
 def _multislice_intensities(configurations: list[list[dict]], gpts: tuple[int, int],
                             sampling: tuple[float, float], thicknesses: tuple[float, ...], energy_eV: float,
-                            parametrization: str, ctf_kernel: np.ndarray) -> np.ndarray:
-    """Mean over configurations of |exit wave (*) CTF|² for each CTF of `ctf_kernel` (n, nx, ny) -> (n, nx, ny).
+                            parametrization: str, ctf_kernel: np.ndarray, threads: int = 1) -> np.ndarray:
+    """Mean over configurations of |exit wave (*) CTF|² for each CTF of `ctf_kernel` (n, nx, ny) -> (n, nx, ny)
+    float64.
 
     The steps of abTEM's `PlaneWave.multislice` (infinite projection) + `apply_ctf` + `intensity`, with abTEM's
     own kernels: potential = deltas (*) projected scattering factor / sinc, transmission exp(iσV) band-limited
     by the antialias aperture, then the antialiased Fresnel propagator, the CTF in Fourier space. Faster by
-    doing all configurations in one batch on plans made once, real transforms for the potential, a slice
-    without atoms only propagating, the band-limited transmission of the first slice taken as the wave (the
-    plane wave is 1), the wave left in Fourier space after the last slice for the CTFs, |ψ|² summed in place.
-    All transforms are unnormalised: the 1/size factors ride along in the band limit and the CTF. Keep every
-    arithmetic step and its order when changing this loop: on the same FFTW plans its images then stay equal
-    to the bit to those of earlier versions, and a dataset resumed with a newer version equals an
-    uninterrupted one (checked for each speed change, benchmarks/RESULTS.md).
+    running one configuration at a time on 2-D plans made once (its arrays stay in cache), real transforms for
+    the potential, a slice without atoms only propagating, the first slice with atoms taken in Fourier space
+    (ψ = 1, so the wave's spectrum after it is the band-limited transmission's: two transforms fewer), the wave
+    left in Fourier space after the last slice for the CTFs. All transforms are unnormalised: the 1/size
+    factors ride along in the band limit and the final division.
+
+    `threads` > 1 runs configurations on that many threads (FFTW and numpy release the GIL), each on buffers and
+    plans of its own; the configurations' intensities are added in their order whatever the thread count, so
+    the images are the same for any `threads`.
     """
-    from abtem.antialias import antialias_aperture
     from abtem.core.energy import energy2sigma
     from abtem.multislice import _fresnel_propagator_array
 
-    n_configs, (nx, ny), size = len(configurations), gpts, gpts[0] * gpts[1]
-    shape = (n_configs, nx, ny)
-    # two complex buffers with their plans: the wave and the transmission; the first slice with atoms turns the
-    # transmission's buffer into the wave's
-    wave, wave_forward, wave_backward = _fft_plans("wave", shape)
-    transmission, transmission_forward, transmission_backward = _fft_plans("transmission", shape)
-    cosines = _scratch("cosines", shape, np.float32)
-    aperture = _fourier_array(("aperture", gpts, sampling),
-                              lambda: antialias_aperture(gpts, sampling, np).astype(np.float32))
-    # band limit of the transmission: 1/size for each of its two unnormalised transforms
-    band_limit = _fourier_array(("band limit", gpts, sampling), lambda: aperture / np.float32(size) ** 2)
-    sigma = np.float32(energy2sigma(energy_eV))
-    plane_wave = True  # the wave is still the incident plane wave, 1 everywhere in real space
-    for index, thickness in enumerate(thicknesses):
-        propagator = _fourier_array(("propagator", thickness, gpts, sampling, energy_eV), lambda t=thickness: (
-            _fresnel_propagator_array(t, gpts, sampling, energy_eV, "cpu") * aperture).astype(np.complex64))
-        symbols = sorted({s for slices in configurations for s in slices[index]})
-        if symbols:
-            potential = _slice_potentials(configurations, index, symbols, gpts, sampling, parametrization)
-            potential *= sigma
-            # exp(iσV): numpy's cos/sin write contiguous arrays twice as fast as the strided halves of a complex
-            np.cos(potential, out=cosines)
-            np.sin(potential, out=potential)
-            transmission.real = cosines
-            transmission.imag = potential
-            transmission_forward.execute()
-            transmission *= band_limit
-            transmission_backward.execute()  # the band-limited transmission, times 1/size
-            if plane_wave:  # ψ = 1, so ψ·t is t: swap the buffers instead of multiplying
-                transmission *= np.float32(size)
-                wave, transmission = transmission, wave
-                wave_forward, transmission_forward = transmission_forward, wave_forward
-                wave_backward, transmission_backward = transmission_backward, wave_backward
-            else:
-                wave_backward.execute()
-                wave *= transmission
-            wave_forward.execute()
-            plane_wave = False
-        elif plane_wave:
-            wave[:] = 1.0
-            wave_forward.execute()
-            plane_wave = False
-        wave *= propagator
-    images = np.zeros((len(ctf_kernel), nx, ny), dtype=np.float64)
-    intensity = _scratch("intensity", (nx, ny), np.float64)
-    for index, kernel in enumerate(ctf_kernel):
-        np.multiply(wave, kernel / np.complex64(size), out=transmission)
-        transmission_backward.execute()
-        squares = transmission.view(np.float32)  # |ψ|² = re² + im², in place: no temporaries
-        np.square(squares, out=squares)
-        parts = squares.reshape(n_configs, nx, ny, 2)
-        for config in range(n_configs):  # in float64, re² + im² first, then configurations in order
-            np.add(parts[config, :, :, 0], parts[config, :, :, 1], out=intensity, dtype=np.float64)
-            images[index] += intensity
-    return images / n_configs
+    size = gpts[0] * gpts[1]
+    aperture = _antialias_aperture(gpts, sampling)
+
+    def propagator(thickness):
+        return _fourier_array(("propagator", thickness, gpts, sampling, energy_eV), lambda: (
+            _fresnel_propagator_array(thickness, gpts, sampling, energy_eV, "cpu") * aperture).astype(np.complex64))
+
+    first = {next((index for index, atoms_in_slice in enumerate(slices) if atoms_in_slice), 0)
+             for slices in configurations}
+    symbols = sorted({s for slices in configurations for atoms_in_slice in slices for s in atoms_in_slice})
+    arrays = _SliceArrays(
+        gpts=gpts, sampling=sampling, sigma=np.float32(energy2sigma(energy_eV)),
+        kernels={symbol: _potential_kernel(symbol, gpts, sampling, parametrization) for symbol in symbols},
+        band_limit=_fourier_array(("band limit", gpts, sampling), lambda: aperture / np.float32(size) ** 2),
+        propagators=[propagator(thickness) for thickness in thicknesses],
+        first_propagators={index: _fourier_array(("first propagator", thicknesses[index], gpts, sampling, energy_eV),
+                                                 lambda i=index: aperture * propagator(thicknesses[i]))
+                           for index in first},
+        ctf=ctf_kernel)
+    images = np.zeros((len(ctf_kernel), *gpts), dtype=np.float64)
+    threads = max(1, min(threads, len(configurations)))
+    if threads == 1:  # each configuration's intensities added as they come: as if added to zeros, then here
+        for slices in configurations:
+            _configuration_intensities(slices, arrays, 0, images)
+    else:
+        _threaded_intensities(configurations, arrays, threads, images)
+    images *= 1 / (len(configurations) * float(size) ** 2)  # the mean, and the unnormalised inverse transform
+    return images
+
+
+def _threaded_intensities(configurations: list[list[dict]], arrays: _SliceArrays, threads: int,
+                          images: np.ndarray) -> None:
+    """`images` += each configuration's intensities, in the order of the configurations, computed on `threads`
+    threads with buffers and plans of their own; at most `threads` + 1 configurations' intensities held."""
+    import queue
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    free_slots = queue.SimpleQueue()
+    for slot in range(threads):  # buffers and plans made here: FFTW's planner is not thread-safe
+        _fft_plans(f"wave {slot}", arrays.gpts), _fft_plans(f"transmission {slot}", arrays.gpts)
+        spectrum = _fft_plans(f"potential {slot}", arrays.gpts, True)[1]
+        _scratch(f"spectrum sum {slot}", spectrum.shape, np.complex64)
+        _scratch(f"cosines {slot}", arrays.gpts, np.float32)
+        free_slots.put(slot)
+
+    def run(slices):
+        slot = free_slots.get()
+        try:
+            return _configuration_intensities(slices, arrays, slot, np.zeros_like(images))
+        finally:
+            free_slots.put(slot)
+
+    with ThreadPoolExecutor(threads) as pool:
+        pending = deque()
+        for slices in configurations:
+            pending.append(pool.submit(run, slices))
+            if len(pending) > threads:
+                images += pending.popleft().result()  # in the order of the configurations
+        while pending:
+            images += pending.popleft().result()
 
 
 def simulate_focal_series(atoms: Atoms, optics: OpticsParams, config: SimulationConfig | None = None,
-                          seed: int = 0, vibration_table=None) -> np.ndarray:
+                          seed: int = 0, vibration_table=None, threads: int = 1) -> np.ndarray:
     """Noise-free focal series (n_defocus, H, W) float32, indexed [row, col], vacuum intensity ≈ 1.
 
     One multislice exit wave per frozen-phonon configuration; all defocus values are applied to
     it as CTFs. `vibration_table=None` with `num_phonons > 0` uses the shipped default table.
+    `threads` > 1 simulates that many configurations at once; the images are the same for any value.
     """
-    import abtem
+    abtem = import_abtem()
 
     config = (config or SimulationConfig()).validate()
     optics.validate()
@@ -507,15 +664,32 @@ def simulate_focal_series(atoms: Atoms, optics: OpticsParams, config: Simulation
         focal_spread=optics.focal_spread_A,
         energy=optics.energy_eV,
     )
-    # abTEM's CTF array (aberrations and focal-spread envelope) on our grid, one per defocus
-    grid = abtem.Waves(np.zeros(gpts, dtype=np.complex64), energy=optics.energy_eV, extent=extent)
-    ctf_kernel = np.asarray(ctf._evaluate_kernel(grid)).reshape(-1, *gpts)
+    ctf_kernel = _ctf_kernel(ctf, gpts, extent, sampling, optics.energy_eV)
     intensities = _multislice_intensities(configurations, gpts, sampling, thicknesses, optics.energy_eV,
-                                          config.parametrization, ctf_kernel)
-    from abtem.core.fft import fft_interpolate
-
-    images = np.real(fft_interpolate(intensities, (width, height)))  # abTEM's Images.interpolate, [x, y]
+                                          config.parametrization, ctf_kernel, threads)
+    images = _fourier_interpolate(intensities, (width, height))  # abTEM's Images.interpolate, [x, y]
     return np.ascontiguousarray(images.swapaxes(-1, -2), dtype=np.float32)  # abTEM [x, y] -> [row, col]
+
+
+def _fourier_interpolate(intensities: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """abTEM's `fft_interpolate` of real (n, nx, ny) intensities to (n, *shape) (what `Images.interpolate` runs),
+    on plans of our own: the spectrum cropped to the frequencies abTEM's masks keep, the real part of its
+    inverse, scaled as abTEM scales it. abTEM's form costs twice as much (boolean masks over the whole stack)."""
+    from abtem.core.fft import _fft_interpolation_masks_1d
+
+    spectrum, forward, _ = _fft_plans("interpolate", intensities.shape)
+    result, _, backward = _fft_plans("interpolated", (len(intensities), *shape))
+    spectrum[:] = intensities
+    forward.execute()
+    (rows, new_rows), (cols, new_cols) = (  # kept and target indices per axis (abTEM's masks, in order)
+        _fourier_array(("crop", n, m), lambda n=n, m=m: np.stack([np.flatnonzero(mask) for mask in
+                                                                  _fft_interpolation_masks_1d(n, m)]))
+        for n, m in zip(intensities.shape[1:], shape, strict=True))
+    result[:] = 0
+    result[:, new_rows[:, None], new_cols] = spectrum[:, rows[:, None], cols]
+    backward.execute()
+    # abTEM: a normalised inverse (1 / new size), then times new size / old size
+    return result.real * (1 / (intensities.shape[1] * intensities.shape[2]))
 
 
 def apply_detector_blur(images: np.ndarray, sigma_px: float) -> np.ndarray:
