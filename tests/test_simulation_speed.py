@@ -178,25 +178,31 @@ def test_first_slice_taken_in_fourier_space_keeps_the_band_limit(monkeypatch):
 
 def test_one_worker_uses_every_core_and_writes_what_one_thread_writes(tmp_path, monkeypatch):
     """`--workers 1` is the only job: its samples' configurations go on a thread per core, same store."""
+    import gc
+
     import hrtemnet.dataset as dataset
     from hrtemnet.dataset import DatasetConfig, open_store, simulate_dataset
 
     config = DatasetConfig()
     config.structure.field_of_view_A = (12.0, 12.0)
     config.simulation.num_phonons = 3
-    used = []
+    used, frozen = [], []
     simulate = dataset.simulate_focal_series
 
     def spy(*args, threads=1, **kwargs):
         used.append(threads)
+        frozen.append(gc.get_freeze_count())
         return simulate(*args, threads=threads, **kwargs)
 
     monkeypatch.setattr(dataset, "simulate_focal_series", spy)
+    frozen_before = gc.get_freeze_count()
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2}, raising=False)
     simulate_dataset(tmp_path / "three.zarr", 2, seed=4, config=config, workers=1, progress=False)
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)
     simulate_dataset(tmp_path / "one.zarr", 2, seed=4, config=config, workers=1, progress=False)
     assert used == [3, 3, 1, 1]
+    # the heap of the imports is left out of the run's full collections, and given back to them afterwards
+    assert min(frozen) > 10_000 and gc.get_freeze_count() == frozen_before
     three, one = open_store(tmp_path / "three.zarr"), open_store(tmp_path / "one.zarr")
     for index in range(2):
         np.testing.assert_array_equal(three.read_images(index), one.read_images(index))
