@@ -4,20 +4,23 @@ Each side runs in its own fresh process on the same structures and optics (8 fro
 (sheets and flakes, half on graphene; no amorphous carbon, no tilt) on the 38.4 Å field at 0.15 Å/px:
   plain   : abtem.Potential(FrozenPhonons(...), sampling=0.05), lazy waves, .compute() per defocus
   hrtemnet: simulate_focal_series (one exit wave per configuration, 3 CTFs, fast FFT grid,
-            one slice per atomic plane), i.e. what `hrtemnet simulate --workers 1` runs per sample
+            one slice per atomic plane) on one thread, i.e. what a dataset worker runs per sample
+            (`--threads N`: its configurations on N threads, as `hrtemnet simulate --workers 1` runs them
+            with a thread per core; the same images)
 Reported: whole-process wall time (imports and FFT planning included) and the per-series time after
 the first series, plus the FFT-only floor of our grid (the transforms alone, nothing else).
 `--carbon 0 5 10` also times ours (fresh process each) with that many Å of amorphous carbon (2 g/cm³) on
 top of the same structures, with the FFT floor of each (carbon adds ~1 Å slices).
 `--previous REV` instead times the simulator of git revision REV (its src/hrtemnet/simulation.py) against
-today's in one warm process, alternating per series, and counts the images that are equal to the bit.
+today's in one warm process, alternating per series, counts the focal series that are equal to the bit and
+prints the largest difference (vacuum intensity = 1) and the lowest Pearson r of an image.
 `--outside N` instead runs the whole commands N times, alternating: `hrtemnet simulate OUT.zarr --n SERIES
 --phonons PHONONS --workers 1` (a config without carbon and tilt, as above) against the plain usage's
 process (`--child plain`), each timed from process start to exit.
 
-    python benchmarks/simulation.py [--series 4] [--phonons 8] [--carbon 0 5 10]
+    python benchmarks/simulation.py [--series 4] [--phonons 8] [--carbon 0 5 10] [--threads 1]
     python benchmarks/simulation.py --outside 2 --series 8 --phonons 8
-    python benchmarks/simulation.py --previous 752783e --series 4 --phonons 8 --carbon 0 10
+    python benchmarks/simulation.py --previous 8acba68 --series 4 --phonons 8 --carbon 0 10
 """
 
 from __future__ import annotations
@@ -93,13 +96,14 @@ def run_plain(n: int, phonons: int) -> list[tuple[float, float]]:
     return times
 
 
-def run_ours(n: int, phonons: int, carbon_A: float = 0.0) -> list[tuple[float, float]]:
+def run_ours(n: int, phonons: int, carbon_A: float = 0.0, threads: int = 1) -> list[tuple[float, float]]:
     from hrtemnet.simulation import OpticsParams, SimulationConfig, simulate_focal_series
 
     times = []
     for atoms in structures(n, carbon_A):
         start = clock()
-        simulate_focal_series(atoms, OpticsParams(**OPTICS), SimulationConfig(num_phonons=phonons), seed=1)
+        simulate_focal_series(atoms, OpticsParams(**OPTICS), SimulationConfig(num_phonons=phonons), seed=1,
+                              threads=threads)
         times.append(since(start))
     return times
 
@@ -144,17 +148,17 @@ def fft_floor(phonons: int, carbon_A: float = 0.0, n_structures: int = 4) -> tup
     return tuple(t / (2 * repeats) * phonons * (2 * n_slices + 4) for t in since(start))
 
 
-def child(mode: str, n: int, phonons: int, carbon_A: float = 0.0) -> None:
-    times = run_plain(n, phonons) if mode == "plain" else run_ours(n, phonons, carbon_A)
+def child(mode: str, n: int, phonons: int, carbon_A: float = 0.0, threads: int = 1) -> None:
+    times = run_plain(n, phonons) if mode == "plain" else run_ours(n, phonons, carbon_A, threads)
     print(json.dumps({"times": [wall for wall, _ in times], "cpu_times": [cpu for _, cpu in times]}))
 
 
-def measure(mode: str, n: int, phonons: int, carbon_A: float = 0.0) -> dict:
+def measure(mode: str, n: int, phonons: int, carbon_A: float = 0.0, threads: int = 1) -> dict:
     """A fresh process: its wall time and CPU time from start to exit, and its per-series times (wall, CPU)
     averaged after the first series."""
     start, cpu = time.perf_counter(), children_cpu_s()
     output = subprocess.run([sys.executable, __file__, "--child", mode, "--series", str(n), "--phonons",
-                             str(phonons), "--child-carbon", str(carbon_A)],
+                             str(phonons), "--child-carbon", str(carbon_A), "--threads", str(threads)],
                             capture_output=True, text=True, check=True).stdout
     result = json.loads(output.strip().splitlines()[-1])
     result["wall_s"], result["cpu_s"] = time.perf_counter() - start, children_cpu_s() - cpu
@@ -215,7 +219,7 @@ def against_previous(revision: str, n: int, phonons: int, carbons: list[float]) 
             module.simulate_focal_series(atoms[0], module.OpticsParams(**OPTICS),
                                          module.SimulationConfig(num_phonons=phonons), seed=1)
         times = {side: [] for side in sides}
-        equal = 0
+        equal, largest, lowest_r = 0, 0.0, 1.0
         for index, structure in enumerate(atoms[1:]):
             images = {}
             for side in list(sides) if index % 2 == 0 else list(sides)[::-1]:
@@ -225,11 +229,15 @@ def against_previous(revision: str, n: int, phonons: int, carbons: list[float]) 
                                                             module.SimulationConfig(num_phonons=phonons), seed=1)
                 times[side].append(since(start))
             equal += int(np.array_equal(images["previous"], images["today"]))
+            largest = max(largest, float(np.abs(images["previous"] - images["today"].astype(np.float64)).max()))
+            lowest_r = min([lowest_r] + [float(np.corrcoef(a.ravel(), b.ravel())[0, 1])
+                                         for a, b in zip(images["previous"], images["today"], strict=True)])
         wall = {side: np.mean([t[0] for t in ts]) for side, ts in times.items()}
         cpu = {side: np.mean([t[1] for t in ts]) for side, ts in times.items()}
         print(f"{carbon_A:g} Å carbon: previous {wall['previous']:.3f} ({cpu['previous']:.3f}), today "
               f"{wall['today']:.3f} ({cpu['today']:.3f}) s/series: {wall['previous'] / wall['today']:.2f}x "
-              f"(CPU {cpu['previous'] / cpu['today']:.2f}x); {equal} of {n} focal series equal to the bit", flush=True)
+              f"(CPU {cpu['previous'] / cpu['today']:.2f}x); {equal} of {n} focal series equal to the bit, largest "
+              f"difference {largest:.1e}, lowest Pearson r {lowest_r:.9f}", flush=True)
 
 
 def main() -> None:
@@ -241,10 +249,11 @@ def main() -> None:
     parser.add_argument("--outside", type=int, default=0, metavar="ROUNDS",
                         help="time the whole commands instead, alternating, this many rounds")
     parser.add_argument("--previous", metavar="REV", help="time this git revision's simulator against today's")
+    parser.add_argument("--threads", type=int, default=1, help="threads of ours per series (configurations)")
     parser.add_argument("--child-carbon", type=float, default=0.0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args.child, args.series, args.phonons, args.child_carbon)
+        child(args.child, args.series, args.phonons, args.child_carbon, args.threads)
         return
     if args.previous:
         against_previous(args.previous, args.series, args.phonons, args.carbon)
@@ -252,10 +261,10 @@ def main() -> None:
     if args.outside:
         outside_check(args.outside, args.series, args.phonons)
         return
-    results = {mode: measure(mode, args.series, args.phonons) for mode in ("plain", "ours")}
+    results = {mode: measure(mode, args.series, args.phonons, threads=args.threads) for mode in ("plain", "ours")}
     floor, floor_cpu = fft_floor(args.phonons, n_structures=args.series)
-    print(f"{args.series} focal series of 3 images, 256x256 px at 0.15 Å, {args.phonons} frozen phonons, 1 process; "
-          "wall s (CPU s of the process and its threads)")
+    print(f"{args.series} focal series of 3 images, 256x256 px at 0.15 Å, {args.phonons} frozen phonons, 1 process, "
+          f"ours on {args.threads} thread(s); wall s (CPU s of the process and its threads)")
     print(f"{'':10} {'whole process':>22} {'per series after the 1st':>26}")
     for mode, result in results.items():
         print(f"{mode:10} {result['wall_s']:11.1f} ({result['cpu_s']:7.1f}) "
@@ -267,7 +276,7 @@ def main() -> None:
     print(f"FFT-only floor of our grid: {floor:.3f} s/series (CPU {floor_cpu:.3f}); ours steady / floor: "
           f"{ours['steady'] / floor:.2f}x (CPU {ours['steady_cpu'] / floor_cpu:.2f}x)")
     for carbon_A in args.carbon:
-        result = measure("ours", args.series, args.phonons, carbon_A)
+        result = measure("ours", args.series, args.phonons, carbon_A, args.threads)
         floor, floor_cpu = fft_floor(args.phonons, carbon_A, args.series)
         print(f"ours, {carbon_A:g} Å carbon on top: {result['steady']:.3f} s/series after the 1st (CPU "
               f"{result['steady_cpu']:.3f}; process {result['wall_s']:.1f} s), FFT floor {floor:.3f} s/series (CPU "
