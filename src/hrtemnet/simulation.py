@@ -142,15 +142,17 @@ _abtem_configured = False  # abTEM's config is global to the process: set it onc
 
 
 def import_abtem():
-    """`import abtem`, with the numba ufuncs abTEM compiles when imported kept in the cache folder.
+    """`import abtem`, with the numba ufuncs abTEM compiles when imported kept in numba's cache.
 
     `abtem.core.complex` compiles two numba ufuncs eagerly on import, ~0.4 s CPU of every fresh process (worker,
     CLI command) more than loading them compiled. Numba caches a ufunc only when its decorator asks, so during
-    this one import `numba.vectorize` asks (`cache=True`), with numba's cache folder set to
-    ~/.cache/hrtemnet/numba (or $NUMBA_CACHE_DIR): nothing is written next to abTEM's files and nothing of
-    abTEM is changed. Numba keys its cache on the source file and its own version, so an upgrade compiles
-    again. Both settings are restored afterwards. A plain import when abTEM is imported already or the cache
-    folder is not writable."""
+    this one import `numba.vectorize` asks (`cache=True`) and is restored afterwards; nothing of abTEM is
+    changed. The cache is numba's own next to abTEM's sources (its `__pycache__`, where Python keeps abTEM's
+    bytecode; numba keys it on the source file and its own version, so an upgrade compiles again), or
+    $NUMBA_CACHE_DIR if set. Numba's cache files are pickles, so never in our cache folder, which is read without
+    running anything (see `_fft_plans`). A plain import when abTEM is imported already or that folder is not
+    writable (numba would then fall back to a per-user folder)."""
+    import importlib.util
     import sys
 
     if "abtem" in sys.modules:
@@ -158,26 +160,28 @@ def import_abtem():
     import numba
     from numba.core import config as numba_config
 
-    folder = numba_config.CACHE_DIR or os.path.join(_cache_folder(), "numba")
+    spec = importlib.util.find_spec("abtem")
+    folder = numba_config.CACHE_DIR or (
+        os.path.join(spec.submodule_search_locations[0], "core", "__pycache__") if spec and spec.origin else "")
     try:
         os.makedirs(folder, exist_ok=True)
         writable = os.access(folder, os.W_OK)
     except OSError:
         writable = False
-    if not writable:  # numba would fall back to a cache next to abTEM's sources: compile instead
+    if not writable:
         import abtem
 
         return abtem
-    vectorize, cache_dir = numba.vectorize, numba_config.CACHE_DIR
+    vectorize = numba.vectorize
 
     def caching_vectorize(*args, **kwargs):
         return vectorize(*args, **{"cache": True, **kwargs})
 
-    numba.vectorize, numba_config.CACHE_DIR = caching_vectorize, folder
+    numba.vectorize = caching_vectorize
     try:
         import abtem
     finally:
-        numba.vectorize, numba_config.CACHE_DIR = vectorize, cache_dir
+        numba.vectorize = vectorize
     return abtem
 
 
