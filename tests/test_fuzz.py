@@ -495,7 +495,7 @@ def fake_simulation(monkeypatch):
     """Replace the physics by random images (the store logic is what is tested)."""
     from hrtemnet import dataset
 
-    def simulate_sample(config, seed, index, vibration_table=None):
+    def simulate_sample(config, seed, index, vibration_table=None, threads=1):
         height, width = config.image_shape()
         images = np.random.default_rng([seed, index]).random((config.optics.num_defocus, height, width))
         params = np.full(len(config.param_names), float(index))
