@@ -8,6 +8,7 @@ from typer.testing import CliRunner
 from hrtemnet import simulation, training
 from hrtemnet.cli import app
 from hrtemnet.columns import Columns
+from hrtemnet.models import NominalDefocusError
 from hrtemnet.training import FocalSeriesDataset, TrainConfig, dihedral, render_label_map, train
 
 SAMPLING_A = 0.15
@@ -191,7 +192,7 @@ class DefocusLatticeSource(LatticeSource):
 
 def test_defocus_inputs_follow_the_images_and_leave_the_paired_draws_unchanged():
     source = DefocusLatticeSource(n=3)
-    error = training.NominalDefocusError(offset_sigma_A=20.0, step_sigma_A=5.0)
+    error = NominalDefocusError(offset_sigma_A=20.0, step_sigma_A=5.0)
     for crop in (32, None):
         plain = FocalSeriesDataset(source, crop_px=crop, seed=4)
         conditioned = FocalSeriesDataset(source, crop_px=crop, seed=4, defocus_error=error)
@@ -243,7 +244,7 @@ def test_training_with_defocus_input_from_an_image_only_model(tmp_path):
     config = run_config(tmp_path / "b", steps=2, model="unet", model_kwargs={}, defocus_input=True,
                         init_from=str(first.files["final"]))
     second = load_model(train(config, source=source).files["final"])
-    assert takes_defocus(second.kwargs) and second.kwargs["in_channels"] == 6
+    assert takes_defocus(second) and second.kwargs["in_channels"] == 6
     assert second.card["defocus_input"] == {"offset_sigma_A": 20.0, "step_sigma_A": 5.0, "scale_A": 100.0}
     assert load_model(first.files["final"]).card["defocus_input"] is None
     with pytest.raises(training.UserError, match="records each series' defocus"):

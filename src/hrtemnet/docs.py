@@ -32,7 +32,7 @@ SECTIONS = (
     ("hrtemnet.simulation", "NoiseConfig"),
     ("hrtemnet.simulation", "CameraConfig"),
     ("hrtemnet.training", "AugmentationConfig"),
-    ("hrtemnet.training", "NominalDefocusError"),
+    ("hrtemnet.models", "NominalDefocusError"),
 )
 
 # Unit of a field from the end of its name (the project's naming rule), longest suffix first.

@@ -306,13 +306,13 @@ EVALUATION_DEFOCUS_STREAM = 4  # apart from the noise streams [seed, index] and 
 
 def nominal_defocus_for(model, store, seed: int, index: int) -> tuple[float, ...] | None:
     """The defocus values a user would give a model trained with `--defocus-input` for series `index` of a
-    store: the true ones off by `training.NominalDefocusError()`'s offset and step errors, drawn from
+    store: the true ones off by `models.NominalDefocusError()`'s offset and step errors, drawn from
     (seed, index). None for image-only models."""
     from hrtemnet.models import takes_defocus
 
-    if not takes_defocus(model.kwargs):
+    if not takes_defocus(model):
         return None
-    from hrtemnet.training import NominalDefocusError, nominal_defocus_A, series_defocus_A
+    from hrtemnet.models import NominalDefocusError, nominal_defocus_A, series_defocus_A
 
     rng = np.random.default_rng([seed, EVALUATION_DEFOCUS_STREAM, index])
     return tuple(nominal_defocus_A(series_defocus_A(store, index), NominalDefocusError(), rng))

@@ -466,9 +466,35 @@ DEFOCUS_INPUT_SCALE_A = 100.0
 DEFOCUS_INPUT_CHANNELS = 2 * NUM_IMAGES
 
 
-def takes_defocus(model_kwargs: dict) -> bool:
-    """Whether a network built with these kwargs expects the nominal defocus planes after the images."""
-    return model_kwargs.get("in_channels", NUM_IMAGES) == DEFOCUS_INPUT_CHANNELS
+def takes_defocus(model) -> bool:
+    """Whether a model (a `LoadedModel`, anything with the `kwargs` its network was built with) expects the
+    nominal defocus planes after the images."""
+    kwargs = getattr(model, "kwargs", None) or {}
+    return kwargs.get("in_channels", NUM_IMAGES) == DEFOCUS_INPUT_CHANNELS
+
+
+@dataclass
+class NominalDefocusError:
+    """How far the defocus values a user gives are from the truth (networks with defocus inputs only): users
+    know the focal step roughly and the absolute defocus poorly. Nominal defocus of frame k = true + offset +
+    k * step error, offset ~ N(0, `offset_sigma_A`) shared by the frames, step error ~ N(0, `step_sigma_A`)."""
+
+    offset_sigma_A: float = 20.0
+    step_sigma_A: float = 5.0
+
+
+def nominal_defocus_A(true_defocus_A, error: NominalDefocusError, rng: np.random.Generator) -> np.ndarray:
+    """The defocus values a user would give for a series whose frames have `true_defocus_A` (Å)."""
+    true_defocus_A = np.asarray(true_defocus_A, dtype=float)
+    offset, step = rng.normal(0.0, error.offset_sigma_A), rng.normal(0.0, error.step_sigma_A)
+    return true_defocus_A + offset + step * np.arange(len(true_defocus_A))
+
+
+def series_defocus_A(source, index: int) -> np.ndarray:
+    """The true defocus of each frame of series `index` of a store (`defocus_0_A`, `defocus_1_A`, ...)."""
+    params = source.read_params(index)
+    return np.array([params[f"defocus_{k}_A"] for k in range(sum(key.startswith("defocus_") for key in params))])
+
 
 
 def network_input(series: np.ndarray, defocus_A=None) -> np.ndarray:

@@ -52,11 +52,11 @@ def predict_probabilities(model, series: np.ndarray, tile_px: int = TILE_PX,
 
     if not 0 <= 2 * margin_px < tile_px:
         raise ValueError(f"tiles of {tile_px} px cannot keep a centre inside margins of {margin_px} px")
-    if takes_defocus(model.kwargs) and defocus_A is None:
+    if takes_defocus(model) and defocus_A is None:
         raise UserError(f"this {model.name} model takes the nominal defocus of each frame: give it with "
                         f"--defocus D1,D2,D3 (Å, underfocus negative; python: defocus_A=[...])")
     net = model.net.eval()
-    x = torch.from_numpy(network_input(series, defocus_A if takes_defocus(model.kwargs) else None))
+    x = torch.from_numpy(network_input(series, defocus_A if takes_defocus(model) else None))
     height, width = x.shape[-2:]
     with torch.inference_mode():
         if height <= tile_px and width <= tile_px:
@@ -342,7 +342,7 @@ def predict_focal_series(model, series: FocalSeries, peak_config=None, align: bo
     result.warnings += plausibility_warnings(result)
     from hrtemnet.models import takes_defocus
 
-    if series.defocus_A is not None and not takes_defocus(model.kwargs):
+    if series.defocus_A is not None and not takes_defocus(model):
         result.warnings.append(f"this {model.name} model does not take defocus values; the ones given were not "
                                "used (only models trained with --defocus-input do)")
     return result
@@ -583,7 +583,7 @@ def predict_files(inputs: Sequence[str], model_spec: str = "msd", sampling: floa
     writable_folder(out_dir, "--out-dir")  # before any network runs
     torch.set_flush_denormal(True)  # denormals slow the CPU convolutions
     loaded = load_model(model_spec)
-    if takes_defocus(loaded.kwargs) and defocus is None:
+    if takes_defocus(loaded) and defocus is None:
         raise UserError(f"model {model_spec} takes the nominal defocus of each frame: give it with --defocus "
                         "D1,D2,D3 (Å, underfocus negative)")
     sha256 = model_sha256(model_spec)

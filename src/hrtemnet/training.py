@@ -41,11 +41,14 @@ from hrtemnet.models import (
     BEST_MODEL_FILE,
     DEFOCUS_INPUT_CHANNELS,
     DEFOCUS_INPUT_SCALE_A,
+    NominalDefocusError,
     add_defocus_inputs,
     build_model,
     load_model,
     network_input,
+    nominal_defocus_A,
     save_model_bundle,
+    series_defocus_A,
     takes_defocus,
 )
 from hrtemnet.progress import progress_bar
@@ -105,29 +108,6 @@ class AugmentationConfig:
 
     misregistration_A_max: float = 0.3
     sampling_jitter_fraction: float = 0.10
-
-
-@dataclass
-class NominalDefocusError:
-    """How far the defocus values a user gives are from the truth (networks with defocus inputs only): users
-    know the focal step roughly and the absolute defocus poorly. Nominal defocus of frame k = true + offset +
-    k * step error, offset ~ N(0, `offset_sigma_A`) shared by the frames, step error ~ N(0, `step_sigma_A`)."""
-
-    offset_sigma_A: float = 20.0
-    step_sigma_A: float = 5.0
-
-
-def nominal_defocus_A(true_defocus_A, error: NominalDefocusError, rng: np.random.Generator) -> np.ndarray:
-    """The defocus values a user would give for a series whose frames have `true_defocus_A` (Å)."""
-    true_defocus_A = np.asarray(true_defocus_A, dtype=float)
-    offset, step = rng.normal(0.0, error.offset_sigma_A), rng.normal(0.0, error.step_sigma_A)
-    return true_defocus_A + offset + step * np.arange(len(true_defocus_A))
-
-
-def series_defocus_A(source, index: int) -> np.ndarray:
-    """The true defocus of each frame of series `index` of a store (`defocus_0_A`, `defocus_1_A`, ...)."""
-    params = source.read_params(index)
-    return np.array([params[f"defocus_{k}_A"] for k in range(sum(key.startswith("defocus_") for key in params))])
 
 
 def periodic_columns_in_window(columns: Columns, cell_A: np.ndarray, origin_A: np.ndarray,
@@ -397,14 +377,14 @@ def train(config: TrainConfig, source=None, val_source=None) -> TrainResult:
     initial = _initial_model(config) if config.init_from else None
     if initial is not None:
         config = replace(config, model_kwargs=initial.kwargs,
-                         defocus_input=config.defocus_input or takes_defocus(initial.kwargs))
+                         defocus_input=config.defocus_input or takes_defocus(initial))
     if config.defocus_input:
         config = replace(config, model_kwargs=config.model_kwargs | {"in_channels": DEFOCUS_INPUT_CHANNELS})
     torch.manual_seed(config.seed)  # the same initial weights in every process
     net = build_model(config.model, **config.model_kwargs)
     if initial is not None:
         state = {k: v.float() for k, v in initial.net.state_dict().items()}
-        if config.defocus_input and not takes_defocus(initial.kwargs):
+        if config.defocus_input and not takes_defocus(initial):
             state = add_defocus_inputs(state, net)
         net.load_state_dict(state)
     defocus_error = config.defocus_error if config.defocus_input else None
