@@ -209,8 +209,8 @@ def simulate_command(
     n: int = typer.Option(..., "--n", help="Number of focal series."),
     seed: int = typer.Option(0, help="Dataset seed; sample i uses a seed derived from (seed, i)."),
     config: Path | None = typer.Option(None, help="JSON config with sections structure/optics/simulation."),
-    workers: int | None = typer.Option(None, help="Local worker processes (default: one per core; "
-                                       "0 or 1: in this process, no dask)."),
+    workers: int | None = typer.Option(None, help="Local worker processes (default: one per core; 0 or 1: in "
+                                       "this process, no dask, phonon configurations on a thread per core)."),
     scheduler: str | None = typer.Option(None, help="Address of a running dask scheduler, tcp://HOST:PORT."),
     phonons: int | None = typer.Option(None, help="Frozen-phonon configurations per sample (overrides config)."),
     vibrations: Path | None = typer.Option(None, help="Vibration table JSON (default: the shipped table)."),
