@@ -71,5 +71,6 @@ summary = (table.assign(setting=[m if np.isnan(s) else f"{m}, offset σ {s:g} Å
                                  zip(table.model, table.sigma_A, strict=True)])
            .groupby(["condition", "setting"], sort=False)["f1"].agg(["mean", "sem", "count"]).round(3))
 (args.out / "sweep.md").write_text("Mean F1 (± s.e.m.) per condition with nominal defocus off by a shared offset "
-                                   "~ N(0, σ) and a 5 Å step error\n\n" + summary.to_markdown() + "\n")
+                                   "~ N(0, σ) and a 5 Å step error\n\n"
+                                   + summary.reset_index().to_markdown(index=False) + "\n")
 print(summary.to_string())
