@@ -10,6 +10,8 @@
 #   defocus conditioning: `STAGE=4 STEPS=8000 SEED=5 MODELS=unet DEFOCUS_INPUT=1 bash train.sh` - stage 4's U-net
 #     run with the nominal defocus as extra input (same draws; starts from stage 3 with zero weights for it),
 #     written to runs/realism/stage4_defocus/.
+#   stage 5 (U-nets only): `STAGE=5 STEPS=4000 SEED=6 MODELS=unet bash train.sh` and the same with DEFOCUS_INPUT=1,
+#     each from its own stage-4 weights.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 data="${DATA_DIR:-$here/../../work_data/realism}"
@@ -22,7 +24,11 @@ suffix=""; extra=()
 if [ "$DEFOCUS_INPUT" = 1 ]; then suffix="_defocus"; extra=(--defocus-input); fi
 out="${OUT_DIR:-$here/../../runs/realism/stage$STAGE$suffix}"
 init() {  # stage 2 starts from the shipped model, later stages from the previous stage's committed weights
-  if [ "$STAGE" -le 2 ]; then echo "$1"; else echo "$here/checkpoints/stage$((STAGE - 1))_$1.pt"; fi
+  # (of the same variant where there is one: stage 4's defocus run started from the image-only stage 3)
+  local previous="$here/checkpoints/stage$((STAGE - 1))"
+  if [ "$STAGE" -le 2 ]; then echo "$1"
+  elif [ -e "$previous${suffix}_$1.pt" ]; then echo "$previous${suffix}_$1.pt"
+  else echo "${previous}_$1.pt"; fi
 }
 mkdir -p "$out"
 common=(--crop 128 --batch 4 --seed "$SEED" --lr 3e-4 --lr-schedule cosine --steps "$STEPS" --threads 1
