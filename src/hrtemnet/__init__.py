@@ -68,7 +68,7 @@ def predict(series, sampling_A=None, model="msd", align: bool = True, border_A: 
     border_A : the summary in `df.attrs` counts only columns at least this far (Å) inside the field that
         every frame covers (column `interior`).
     threshold : column probability threshold in [0, 1) (default: the model's).
-    defocus_A : nominal defocus of each frame in Å (underfocus negative), for a model trained with
+    defocus_A : nominal defocus of each frame in Å (positive = underfocus), for a model trained with
         `--defocus-input` (it needs them); other models do not use them (a warning says so).
 
     Returns

@@ -473,8 +473,8 @@ def predict_command(
     dose_per_series: float | None = typer.Option(None, "--dose-per-series", help="Dose per focal series in e/Å²: "
                                                  "the time-series plot is against cumulative dose."),
     defocus: str | None = typer.Option(None, "--defocus", help="Nominal defocus of the three frames in Å, e.g. "
-                                       "-40,10,60 (underfocus negative), for models trained with --defocus-input; "
-                                       "the shipped models do not use it."),
+                                       "-40,10,60 (positive = underfocus, as everywhere), for models trained with "
+                                       "--defocus-input; the shipped models do not use it."),
 ):
     """Find and classify the columns of each focal series: a CSV per series (positions in the first image's frame).
 

@@ -66,7 +66,7 @@ class FocalSeries:
     stem: str  # name for output files
     file_sampling_A: float | None = None  # the calibration found in the file(s), if any
     calibration_note: str = ""  # why the file(s) give no usable calibration (e.g. "its sampling_A -1 ...")
-    # Nominal defocus of each frame of a focal series (Å, underfocus negative), for models that take it
+    # Nominal defocus of each frame of a focal series (Å, positive = underfocus), for models that take it
     # (`hrtemnet train --defocus-input`); a stack's focal series all share it.
     defocus_A: tuple[float, ...] | None = None
 
@@ -104,7 +104,7 @@ PLAUSIBLE_DEFOCUS_A = 5000.0  # HRTEM focal series of MoS2 stay within a few hun
 
 
 def check_defocus(defocus_A, what: str = "--defocus") -> tuple[float, ...]:
-    """Nominal defocus of the frames of a focal series (Å, underfocus negative, increasing as the frames are
+    """Nominal defocus of the frames of a focal series (Å, positive = underfocus, increasing as the frames are
     ordered) from a sequence or a comma-separated string; else a `UserError` naming `what`."""
     try:
         values = [float(v) for v in (defocus_A.split(",") if isinstance(defocus_A, str) else defocus_A)]

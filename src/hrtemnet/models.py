@@ -499,7 +499,7 @@ def series_defocus_A(source, index: int) -> np.ndarray:
 
 def network_input(series: np.ndarray, defocus_A=None) -> np.ndarray:
     """The network's input `(C, H, W)` float32: the normalised series, then (when `defocus_A` is given, one
-    value per frame in Å, underfocus negative) one constant plane per frame with its nominal defocus."""
+    value per frame in Å, positive = underfocus) one constant plane per frame with its nominal defocus."""
     x = normalize_series(series)
     if defocus_A is None:
         return x

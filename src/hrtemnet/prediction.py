@@ -54,7 +54,7 @@ def predict_probabilities(model, series: np.ndarray, tile_px: int = TILE_PX,
         raise ValueError(f"tiles of {tile_px} px cannot keep a centre inside margins of {margin_px} px")
     if takes_defocus(model) and defocus_A is None:
         raise UserError(f"this {model.name} model takes the nominal defocus of each frame: give it with "
-                        f"--defocus D1,D2,D3 (Å, underfocus negative; python: defocus_A=[...])")
+                        f"--defocus D1,D2,D3 (Å, positive = underfocus; python: defocus_A=[...])")
     net = model.net.eval()
     x = torch.from_numpy(network_input(series, defocus_A if takes_defocus(model) else None))
     height, width = x.shape[-2:]
@@ -585,7 +585,7 @@ def predict_files(inputs: Sequence[str], model_spec: str = "msd", sampling: floa
     loaded = load_model(model_spec)
     if takes_defocus(loaded) and defocus is None:
         raise UserError(f"model {model_spec} takes the nominal defocus of each frame: give it with --defocus "
-                        "D1,D2,D3 (Å, underfocus negative)")
+                        "D1,D2,D3 (Å, positive = underfocus)")
     sha256 = model_sha256(model_spec)
     peak_config = PeakConfig(**(loaded.peak_params or {}))
     if threshold is not None:
