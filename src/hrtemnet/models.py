@@ -493,9 +493,14 @@ def nominal_defocus_A(true_defocus_A, error: NominalDefocusError, rng: np.random
 def series_defocus_A(source, index: int) -> np.ndarray:
     """The true defocus of each frame of series `index` of a store (`defocus_0_A`, `defocus_1_A`, ...)."""
     params = source.read_params(index)
-    return np.array([params[f"defocus_{k}_A"] for k in range(sum(key.startswith("defocus_") for key in params))])
+    return np.array([params[f"defocus_{k}_A"] for k in range(NUM_IMAGES)])
 
 
+def require_defocus(model, defocus_A, where: str = "") -> None:
+    """UserError (one line saying how to give them) if the model takes defocus values and none are given."""
+    if takes_defocus(model) and defocus_A is None:
+        raise UserError(f"{where}this {model.name} model takes the nominal defocus of each frame: give it with "
+                        "--defocus D1,D2,D3 (Å, positive = underfocus; python: defocus_A=[...])")
 
 def network_input(series: np.ndarray, defocus_A=None) -> np.ndarray:
     """The network's input `(C, H, W)` float32: the normalised series, then (when `defocus_A` is given, one

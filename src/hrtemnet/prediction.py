@@ -48,13 +48,11 @@ def predict_probabilities(model, series: np.ndarray, tile_px: int = TILE_PX,
     receptive field is within the margin. A model trained with `--defocus-input` needs `defocus_A` (nominal
     defocus per frame, Å); other models do not use it.
     """
-    from hrtemnet.models import network_input, takes_defocus
+    from hrtemnet.models import network_input, require_defocus, takes_defocus
 
     if not 0 <= 2 * margin_px < tile_px:
         raise ValueError(f"tiles of {tile_px} px cannot keep a centre inside margins of {margin_px} px")
-    if takes_defocus(model) and defocus_A is None:
-        raise UserError(f"this {model.name} model takes the nominal defocus of each frame: give it with "
-                        f"--defocus D1,D2,D3 (Å, positive = underfocus; python: defocus_A=[...])")
+    require_defocus(model, defocus_A)
     net = model.net.eval()
     x = torch.from_numpy(network_input(series, defocus_A if takes_defocus(model) else None))
     height, width = x.shape[-2:]
@@ -562,7 +560,7 @@ def predict_files(inputs: Sequence[str], model_spec: str = "msd", sampling: floa
     killed run, rerun, continues).
     """
     from hrtemnet.io import check_defocus, check_sampling, read_image_stack
-    from hrtemnet.models import load_model, takes_defocus
+    from hrtemnet.models import load_model, require_defocus
     from hrtemnet.peaks import PeakConfig
     from hrtemnet.validation import writable_folder
 
@@ -583,9 +581,7 @@ def predict_files(inputs: Sequence[str], model_spec: str = "msd", sampling: floa
     writable_folder(out_dir, "--out-dir")  # before any network runs
     torch.set_flush_denormal(True)  # denormals slow the CPU convolutions
     loaded = load_model(model_spec)
-    if takes_defocus(loaded) and defocus is None:
-        raise UserError(f"model {model_spec} takes the nominal defocus of each frame: give it with --defocus "
-                        "D1,D2,D3 (Å, positive = underfocus)")
+    require_defocus(loaded, defocus, f"model {model_spec}: ")  # before any file is read
     sha256 = model_sha256(model_spec)
     peak_config = PeakConfig(**(loaded.peak_params or {}))
     if threshold is not None:
