@@ -12,6 +12,9 @@
 #     written to runs/realism/stage4_defocus/.
 #   stage 5 (U-nets only): `STAGE=5 STEPS=4000 SEED=6 MODELS=unet bash train.sh` and the same with DEFOCUS_INPUT=1,
 #     each from its own stage-4 weights.
+#   stage 6 (defocus-input U-net): `STAGE=6 STEPS=22000 SEED=7 MODELS=unet DEFOCUS_INPUT=1 bash train.sh`, and the
+#     same with `CROP=256 BATCH=1` (whole 256² images, the same pixels per step: does context matter?), written to
+#     runs/realism/stage6_defocus_crop256/; both from the stage-5 defocus-input weights.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 data="${DATA_DIR:-$here/../../work_data/realism}"
@@ -20,18 +23,23 @@ STEPS="${STEPS:-3000}"
 SEED="${SEED:-3}"
 MODELS="${MODELS:-msd unet}"
 DEFOCUS_INPUT="${DEFOCUS_INPUT:-0}"
+CROP="${CROP:-128}"
+BATCH="${BATCH:-4}"
 suffix=""; extra=()
 if [ "$DEFOCUS_INPUT" = 1 ]; then suffix="_defocus"; extra=(--defocus-input); fi
+variant="$suffix"  # the weights' lineage: a crop-size variant starts from its network variant's previous stage
+if [ "$CROP" != 128 ]; then suffix="${suffix}_crop$CROP"; fi
 out="${OUT_DIR:-$here/../../runs/realism/stage$STAGE$suffix}"
 init() {  # stage 2 starts from the shipped model, later stages from the previous stage's committed weights
   # (of the same variant where there is one: stage 4's defocus run started from the image-only stage 3)
   local previous="$here/checkpoints/stage$((STAGE - 1))"
   if [ "$STAGE" -le 2 ]; then echo "$1"
   elif [ -e "$previous${suffix}_$1.pt" ]; then echo "$previous${suffix}_$1.pt"
+  elif [ -e "$previous${variant}_$1.pt" ]; then echo "$previous${variant}_$1.pt"
   else echo "${previous}_$1.pt"; fi
 }
 mkdir -p "$out"
-common=(--crop 128 --batch 4 --seed "$SEED" --lr 3e-4 --lr-schedule cosine --steps "$STEPS" --threads 1
+common=(--crop "$CROP" --batch "$BATCH" --seed "$SEED" --lr 3e-4 --lr-schedule cosine --steps "$STEPS" --threads 1
         --val "$data/select.zarr" --val-images 24 --val-every 500 --checkpoint-minutes 2 --resume "${extra[@]}")
 for model in $MODELS; do
   hrtemnet train "$data/train.zarr" --model "$model" --init-from "$(init "$model")" --out "$out/$model" \
