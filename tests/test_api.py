@@ -30,7 +30,7 @@ def rendered():
 def fake_loaded(monkeypatch):
     import hrtemnet.models
 
-    monkeypatch.setattr(hrtemnet.models, "load_model", lambda spec: fake_model())
+    monkeypatch.setattr(hrtemnet.models, "load_model", lambda spec, flip_average=False: fake_model())
 
 
 def test_api_returns_the_cli_table(tmp_path, rendered, fake_loaded):

@@ -8,13 +8,14 @@ import types
 from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
 from hrtemnet.cli import app
 from hrtemnet.columns import NUM_LABELS, Columns
 from hrtemnet.evaluation import EvaluationConfig, evaluate_models
-from hrtemnet.models import takes_defocus
+from hrtemnet.models import FLIP_AVERAGE_SUFFIX, takes_defocus
 
 SAMPLING_A = 0.15
 SHAPE = (112, 112)
@@ -99,8 +100,8 @@ def fakes(monkeypatch):
     modules = {
         "hrtemnet.simulation": {"NoiseConfig": FakeNoiseConfig, "add_imaging_noise": fake_noise},
         "hrtemnet.dataset": {"open_store": lambda path: FakeStore(), "open_stores": lambda paths: FakeStore()},
-        "hrtemnet.models": {"load_model": lambda spec: FakeModel(spec, swap_s=spec == "swapper"),
-                            "takes_defocus": takes_defocus},
+        "hrtemnet.models": {"load_model": lambda spec, flip_average=False: FakeModel(spec, swap_s=spec == "swapper"),
+                            "takes_defocus": takes_defocus, "FLIP_AVERAGE_SUFFIX": FLIP_AVERAGE_SUFFIX},
     }
     monkeypatch.setattr("hrtemnet.prediction.predict_probabilities", fake_predict)
     for name, attributes in modules.items():
@@ -159,6 +160,10 @@ def test_evaluate_command(fakes, tmp_path):
     result = runner.invoke(app, [*args, "--limit", "2", "--dose-sweep", "", "--dose", "2e4"])
     assert result.exit_code == 0, result.output
     assert "report:" in result.output and (tmp_path / "out" / "report.md").exists()
+    result = runner.invoke(app, [*args, "--limit", "2", "--dose-sweep", "", "--flip-average"])
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(tmp_path / "out" / "per_image.csv")
+    assert set(table.model) == {"good +flips", "swapper +flips"}  # named apart from the same models without
     for bad in (["--dose", "-1"], ["--limit", "0"], ["--dose-sweep", "1e4,x"]):
         assert runner.invoke(app, [*args, *bad]).exit_code == 2, bad
     missing = ["evaluate", str(tmp_path / "nope.zarr"), "--model", "good", "--out-dir", str(tmp_path / "o")]

@@ -157,3 +157,53 @@ def test_model_bundle_round_trip_and_bad_files(tmp_path, monkeypatch):
     monkeypatch.setattr(models, "SHIPPED_MODELS_DIR", tmp_path / "none")
     with pytest.raises(UserError, match="hrtemnet train"):
         load_model("unet")
+
+
+# ---- flips and rotations (test-time augmentation) --------------------------------------------------------
+
+
+@pytest.mark.parametrize("transform", range(models.NUM_DIHEDRAL))
+def test_dihedral_is_the_same_for_numpy_and_torch_and_inverse_undoes_it(transform):
+    array = np.arange(2 * 3 * 5, dtype=np.float32).reshape(2, 3, 5)  # not square: rotations swap the sides
+    turned = models.dihedral(array, transform)
+    np.testing.assert_array_equal(models.dihedral(torch.from_numpy(array), transform).numpy(), turned)
+    np.testing.assert_array_equal(models.dihedral(turned, transform, inverse=True), array)
+    np.testing.assert_array_equal(
+        models.dihedral(models.dihedral(torch.from_numpy(array), transform), transform, inverse=True).numpy(), array)
+
+
+def test_the_eight_views_are_all_different():
+    views = {models.dihedral(np.arange(9).reshape(3, 3), t).tobytes() for t in range(models.NUM_DIHEDRAL)}
+    assert len(views) == models.NUM_DIHEDRAL
+
+
+def test_flip_average_is_exactly_equivariant_and_mean_of_the_views():
+    """A network with no symmetry of its own (random 3x3 kernels) becomes exactly equivariant to the 8 flips/
+    rotations when averaged; its output is the mean of the 8 views, each turned back onto the input's pixels."""
+    torch.manual_seed(0)
+    net = torch.nn.Conv2d(3, 4, 3, padding=1).eval()
+    averaged = models.FlipAverage(net).eval()
+    x = torch.randn(1, 3, 12, 16)
+    with torch.no_grad():
+        out = averaged(x)
+        assert out.shape == (1, 4, 12, 16)
+        assert not torch.allclose(out, net(x), atol=1e-3)  # the average is not the plain network ...
+        views = [models.dihedral(net(models.dihedral(x, t)), t, inverse=True) for t in range(8)]
+        torch.testing.assert_close(out, torch.stack(views).mean(0))  # ... but the mean of its 8 views
+        for t in range(models.NUM_DIHEDRAL):
+            torch.testing.assert_close(averaged(models.dihedral(x, t)), models.dihedral(out, t), atol=1e-5, rtol=0)
+
+
+def test_flip_averaged_models_load_and_keep_their_settings(tmp_path):
+    torch.manual_seed(0)
+    path = save_model_bundle(tmp_path / "m.pt", build_model("msd", depth=3, in_channels=6), "msd",
+                             {"depth": 3, "in_channels": 6}, 0.15, {"threshold": 0.4}, {"steps": 7})
+    plain, averaged = load_model(path), load_model(path, flip_average=True)
+    assert not plain.flip_average and averaged.flip_average and isinstance(averaged.net, models.FlipAverage)
+    assert averaged.kwargs == plain.kwargs and averaged.card == plain.card and models.takes_defocus(averaged)
+    assert models.with_flip_average(averaged) is averaged  # never averaged twice
+    x = torch.from_numpy(models.network_input(np.random.default_rng(0).random((3, 32, 32)), [-40, 10, 60]))
+    with torch.no_grad():  # the defocus planes are constant: each view of them is the same
+        expected = torch.stack([models.dihedral(plain.net(models.dihedral(x[None], t)), t, inverse=True)
+                                for t in range(8)]).mean(0)
+        torch.testing.assert_close(averaged.net(x[None]), expected)

@@ -172,7 +172,7 @@ def test_score_ranks_wrong_columns_below_right_ones():
 def fake_loaded(monkeypatch):
     import hrtemnet.models
 
-    monkeypatch.setattr(hrtemnet.models, "load_model", lambda spec: fake_model())
+    monkeypatch.setattr(hrtemnet.models, "load_model", lambda spec, flip_average=False: fake_model())
 
 
 def test_predict_writes_csv_in_the_input_frame_and_plot(tmp_path, fake_loaded):
@@ -310,3 +310,29 @@ def test_a_model_with_defocus_inputs_needs_and_uses_the_defocus(tmp_path):
     frame = hrtemnet.predict(images, sampling_A=0.15, model=str(conditioned), align=False, defocus_A=(-40, 10, 60))
     assert "x_A" in frame.columns
     assert FocalSeries(images, 0.15, "x", "x").defocus_A is None
+
+
+def test_flip_average_option_reaches_the_network_and_is_recorded(tmp_path):
+    """`--flip-average` / `flip_average=True`: the mean over the 8 views is what predicts, and the tables say so."""
+    import hrtemnet
+    from hrtemnet.models import build_model, save_model_bundle
+
+    torch.manual_seed(0)
+    net = build_model("msd", depth=3)
+    torch.nn.init.normal_(net.final.weight)  # starts at zero: the output would not depend on the images
+    path = save_model_bundle(tmp_path / "m.pt", net, "msd", {"depth": 3}, 0.15, {"threshold": 0.2}, {})
+    images = np.random.default_rng(0).random((3, 64, 64)).astype(np.float32)
+    np.save(tmp_path / "s.npy", images)
+    tables = {}
+    for option in ([], ["--flip-average"]):
+        out = tmp_path / f"out{len(option)}"
+        result = runner.invoke(app, ["predict", str(tmp_path / "s.npy"), "--model", str(path), "--sampling", "0.15",
+                                     "--no-align", "--out-dir", str(out), *option])
+        assert result.exit_code == 0, result.output
+        text = (out / "s.csv").read_text()
+        assert (f"# model: {path} +flips sha256" in text) == bool(option)
+        tables[bool(option)] = pd.read_csv(out / "s.csv", comment="#")
+    assert not tables[False][["x_A", "y_A"]].equals(tables[True][["x_A", "y_A"]])  # a different network ran
+    frame = hrtemnet.predict(images, sampling_A=0.15, model=str(path), align=False, flip_average=True)
+    assert frame.attrs["model"] == f"{path} +flips"
+    np.testing.assert_allclose(frame[["x_A", "y_A"]].to_numpy(), tables[True][["x_A", "y_A"]].to_numpy(), atol=1e-3)

@@ -59,7 +59,8 @@ class FakePredict:
 
         if self.stop_after is not None and len(self.calls) >= self.stop_after:
             raise KeyboardInterrupt
-        self.calls.append({"model": model.name, "align": align, "series": series})
+        self.calls.append({"model": model.name, "align": align, "series": series,
+                           "flip_average": model.flip_average})
         peaks = peak_local_max(series.mean(axis=0), min_distance=6)
         frame = pd.DataFrame({"x_A": peaks[:, 1] * sampling_A, "y_A": peaks[:, 0] * sampling_A,
                               "class": [CLASS_NAMES[i % 3] for i in range(len(peaks))]})
@@ -256,6 +257,12 @@ def test_an_interrupted_run_resumes_to_the_uninterrupted_result(tmp_path, monkey
     changed = replace(conditions[0], seed=conditions[0].seed + 1)
     with pytest.raises(UserError, match="other settings"):
         run_conditions([changed], models, tmp_path / "resumed", workers=0, progress=False)
+    # the same models averaged over flips are scored apart, on the series already there
+    flipped = FakePredict()
+    monkeypatch.setattr(hrtemnet, "predict", flipped)
+    run_conditions(conditions, models, tmp_path / "resumed", n=4, workers=0, progress=False, flip_average=True)
+    assert len(flipped.calls) == 2 * 2 * 4 and all(call["flip_average"] for call in flipped.calls)
+    assert set(pd.read_csv(tmp_path / "resumed" / "per_image.csv").model) == {"msd +flips", "unet +flips"}
 
 
 # ---- the command, end to end with the shipped network -----------------------------------------------------

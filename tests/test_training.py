@@ -8,8 +8,8 @@ from typer.testing import CliRunner
 from hrtemnet import simulation, training
 from hrtemnet.cli import app
 from hrtemnet.columns import Columns
-from hrtemnet.models import NominalDefocusError
-from hrtemnet.training import FocalSeriesDataset, TrainConfig, dihedral, render_label_map, train
+from hrtemnet.models import NominalDefocusError, dihedral
+from hrtemnet.training import FocalSeriesDataset, TrainConfig, render_label_map, train
 
 SAMPLING_A = 0.15
 

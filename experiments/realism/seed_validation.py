@@ -14,10 +14,13 @@ With the same seeds the stores are the first N series of the seed experiment's v
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import torch
 
-from hrtemnet.evaluation import EvaluationConfig, run
+from hrtemnet.dataset import open_stores
+from hrtemnet.evaluation import EvaluationConfig, evaluate_models, model_display_names, run
+from hrtemnet.models import FLIP_AVERAGE_SUFFIX, load_model
 from hrtemnet.simulation import NoiseConfig
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -25,8 +28,20 @@ parser.add_argument("--data", nargs="+", default=["work_data/seedval/val_bare.za
                                                   "work_data/seedval/val_graphene.zarr"])
 parser.add_argument("--model", action="append", required=True)
 parser.add_argument("--out", required=True)
+parser.add_argument("--flip-average", action="store_true",
+                    help="each model also averaged over the 8 flips/rotations (named '<model> +flips')")
 args = parser.parse_args()
 torch.set_num_threads(1)
 seed_noise = NoiseConfig(dose_e_per_A2_range=(1e4, 1e5), camera=None)  # the shipped cards' validation noise
-result = run(args.data, args.model, args.out, EvaluationConfig(noise=seed_noise, dose_sweep_e_per_A2=()))
+config = EvaluationConfig(noise=seed_noise, dose_sweep_e_per_A2=())
+if args.flip_average:  # each model with and without, in one report: paired on the same images and noise
+    models = []
+    for spec, name in zip(args.model, model_display_names(args.model), strict=True):
+        for flip_average in (False, True):
+            model = load_model(spec, flip_average=flip_average)
+            model.name = name + (FLIP_AVERAGE_SUFFIX if flip_average else "")
+            models.append(model)
+    result = evaluate_models(open_stores(args.data), models, Path(args.out), config)
+else:
+    result = run(args.data, args.model, args.out, config)
 print(f"report: {result.files['report']}")

@@ -12,7 +12,7 @@
 #     written to runs/realism/stage4_defocus/.
 #   stage 5 (U-nets only): `STAGE=5 STEPS=4000 SEED=6 MODELS=unet bash train.sh` and the same with DEFOCUS_INPUT=1,
 #     each from its own stage-4 weights.
-#   stage 6 (defocus-input U-net): `STAGE=6 STEPS=22000 SEED=7 MODELS=unet DEFOCUS_INPUT=1 bash train.sh`, and the
+#   stage 6 (defocus-input U-net): `STAGE=6 STEPS=14000 SEED=7 MODELS=unet DEFOCUS_INPUT=1 bash train.sh`, and the
 #     same with `CROP=256 BATCH=1` (whole 256² images, the same pixels per step: does context matter?), written to
 #     runs/realism/stage6_defocus_crop256/; both from the stage-5 defocus-input weights.
 set -euo pipefail

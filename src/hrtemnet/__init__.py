@@ -18,8 +18,9 @@ __all__ = ["__version__", "load_model", "predict", "simulate_series"]
 _MODELS: dict = {}  # loaded models by (spec, file modification time): predicting in a loop loads once
 
 
-def load_model(spec="msd"):
+def load_model(spec="msd", flip_average: bool = False):
     """Load a model: `"msd"` or `"unet"` (shipped), a model file (.pt) or a training folder (its best.pt).
+    `flip_average`: predict with the mean over the 8 flips/90° rotations of each series (8x the time).
 
     Returns a `hrtemnet.models.LoadedModel` (network in eval mode, the sampling in Å/px it was trained
     at, its peak-extraction settings and provenance card). Raises `ValueError` (`hrtemnet.errors.UserError`)
@@ -27,27 +28,29 @@ def load_model(spec="msd"):
     """
     from hrtemnet.models import load_model as _load
 
-    return _load(spec)
+    return _load(spec, flip_average=flip_average)
 
 
-def _cached_model(spec):
-    from hrtemnet.models import LoadedModel, _resolve_model_path
+def _cached_model(spec, flip_average: bool = False):
+    from hrtemnet.models import FLIP_AVERAGE_SUFFIX, LoadedModel, _resolve_model_path, with_flip_average
 
     if isinstance(spec, LoadedModel):
-        return spec, spec.name, ""
+        model = with_flip_average(spec) if flip_average else spec
+        return model, spec.name + (FLIP_AVERAGE_SUFFIX if model.flip_average else ""), ""
+    suffix = FLIP_AVERAGE_SUFFIX if flip_average else ""
     from hrtemnet.prediction import model_sha256
 
     path = _resolve_model_path(spec)
-    key = (str(path.resolve()), path.stat().st_mtime_ns)
+    key = (str(path.resolve()), path.stat().st_mtime_ns, flip_average)
     if key not in _MODELS:
         _MODELS.clear()
-        _MODELS[key] = (load_model(spec), model_sha256(spec))
+        _MODELS[key] = (load_model(spec, flip_average), model_sha256(spec))
     model, sha256 = _MODELS[key]
-    return model, str(spec), sha256
+    return model, str(spec) + suffix, sha256
 
 
 def predict(series, sampling_A=None, model="msd", align: bool = True, border_A: float = 2.0,
-            threshold: float | None = None, defocus_A=None):
+            threshold: float | None = None, defocus_A=None, flip_average: bool = False):
     """Find and classify the atomic columns of a focal series: a table of columns.
 
     Parameters
@@ -70,6 +73,8 @@ def predict(series, sampling_A=None, model="msd", align: bool = True, border_A: 
     threshold : column probability threshold in [0, 1) (default: the model's).
     defocus_A : nominal defocus of each frame in Å (positive = underfocus), for a model trained with
         `--defocus-input` (it needs them); other models do not use them (a warning says so).
+    flip_average : predict with the mean over the 8 flips/90° rotations of the series (test-time augmentation,
+        `hrtemnet.models.FlipAverage`): 8x the network time; `df.attrs["model"]` ends in " +flips".
 
     Returns
     -------
@@ -114,7 +119,7 @@ def predict(series, sampling_A=None, model="msd", align: bool = True, border_A: 
         raise UserError(f"threshold must lie in [0, 1) (got {threshold})")
     source = "lattice" if auto or not np.isfinite(stack.sampling_A) else \
         "given" if given is not None else "file"
-    loaded, model_name, sha256 = _cached_model(model)
+    loaded, model_name, sha256 = _cached_model(model, flip_average)
     peak_config = PeakConfig(**(loaded.peak_params or {}))
     if threshold is not None:
         peak_config = replace(peak_config, threshold=threshold)

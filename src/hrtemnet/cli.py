@@ -328,6 +328,9 @@ def evaluate_command(
     ),
     dose_sweep_images: int = typer.Option(20, "--dose-sweep-images", help="Series per dose in that sweep."),
     example: int = typer.Option(0, "--example", help="Index of the series drawn in example_series.png."),
+    flip_average: bool = typer.Option(False, "--flip-average", help="Every model predicts with the mean over the "
+                                      "8 flips/90° rotations of each series (8x the network time; names get "
+                                      "' +flips')."),
 ):
     """Run models over a validation set (per-image F1 table, histograms by substrate, figures, report.md), or over
     the realism suite's conditions with --condition (F1 per condition, paired tests, figure)."""
@@ -344,7 +347,7 @@ def evaluate_command(
                             "and --n the number of series")
         writable_folder(out_dir, "--out-dir", create=False)
         suite = evaluation.run_conditions(evaluation.load_conditions(conditions), model, out_dir, n=n,
-                                          workers=workers, threads=threads)
+                                          workers=workers, threads=threads, flip_average=flip_average)
         console.print(evaluation.condition_summary_table(suite))
         console.print(f"report: {suite.files['report']}", highlight=False)
         return
@@ -356,7 +359,7 @@ def evaluate_command(
                                          dose_sweep_e_per_A2=tuple(parse_float_list(dose_sweep, "--dose-sweep")),
                                          dose_sweep_images=dose_sweep_images, example_index=example)
     writable_folder(out_dir, "--out-dir", create=False)  # before the models run, not after
-    result = evaluation.run(datasets, model, out_dir, config)
+    result = evaluation.run(datasets, model, out_dir, config, flip_average=flip_average)
     console.print(evaluation.summary_table(result))
     for c in result.comparisons():
         console.print(f"{c['a']} - {c['b']}: mean F1 difference {c['mean_difference']:+.4f}, better on "
@@ -475,6 +478,9 @@ def predict_command(
     defocus: str | None = typer.Option(None, "--defocus", help="Nominal defocus of the three frames in Å, e.g. "
                                        "-40,10,60 (positive = underfocus, as everywhere), for models trained with "
                                        "--defocus-input; the shipped models do not use it."),
+    flip_average: bool = typer.Option(False, "--flip-average", help="Predict with the mean over the 8 flips/90° "
+                                      "rotations of each series (test-time augmentation: 8x the network time, "
+                                      "fewer errors; docs/realism.md)."),
 ):
     """Find and classify the columns of each focal series: a CSV per series (positions in the first image's frame).
 
@@ -505,7 +511,7 @@ def predict_command(
     for result in predict_files(inputs, model, sampling_value, out_dir, align=not no_align, border_A=border_A,
                                 threshold=threshold, plot=plot, fmt=fmt, frames_per_series=frames_per_series,
                                 dose_per_series=dose_per_series, on_error=report_error, progress=True,
-                                defocus_A=defocus):
+                                defocus_A=defocus, flip_average=flip_average):
         written += 1
         where = result.source if result.series_count == 1 else f"{result.source} [series {result.series_index}]"
         prediction = result.prediction

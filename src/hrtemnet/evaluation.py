@@ -164,7 +164,7 @@ def choose_peak_config(
 
 
 def run(datasets: Sequence[str | Path], model_specs: Sequence[str], out_dir: str | Path,
-        config: EvaluationConfig | None = None) -> EvaluationResult:
+        config: EvaluationConfig | None = None, flip_average: bool = False) -> EvaluationResult:
     """Evaluate models on validation stores and write every output: what `hrtemnet evaluate` does.
 
     Parameters
@@ -173,21 +173,23 @@ def run(datasets: Sequence[str | Path], model_specs: Sequence[str], out_dir: str
     model_specs : shipped model names (`msd`, `unet`), model files or training folders.
     out_dir : folder for per_image.csv, the figures, summary.json and report.md (created).
     config : settings; the defaults draw the dose per image as in training.
+    flip_average : every model predicts with the mean over the 8 flips/rotations of each series (8x the time;
+        `hrtemnet.models.FlipAverage`), named with `hrtemnet.models.FLIP_AVERAGE_SUFFIX`.
 
     Returns
     -------
     EvaluationResult, with `files` naming what was written.
     """
     from hrtemnet.dataset import open_stores
-    from hrtemnet.models import load_model
+    from hrtemnet.models import FLIP_AVERAGE_SUFFIX, load_model
 
     for path in datasets:
         if not Path(path).exists():
             raise UserError(f"dataset {path} does not exist; create one with `hrtemnet simulate {path} --n N`")
     store = open_stores(list(datasets))
-    models = [load_model(spec) for spec in model_specs]
+    models = [load_model(spec, flip_average=flip_average) for spec in model_specs]
     for name, model in zip(model_display_names(model_specs), models, strict=True):
-        model.name = name
+        model.name = name + (FLIP_AVERAGE_SUFFIX if flip_average else "")
     return evaluate_models(store, models, Path(out_dir), config or EvaluationConfig())
 
 
@@ -693,7 +695,7 @@ def s_vacancy_fractions(score: ImageScore) -> tuple[float, float]:
 
 def run_conditions(conditions: Sequence[Condition], model_specs: Sequence[str], out_dir: str | Path,
                    n: int | None = None, workers: int | None = None, threads: int | None = None,
-                   progress: bool = True) -> ConditionSuiteResult:
+                   progress: bool = True, flip_average: bool = False) -> ConditionSuiteResult:
     """Run models over the realism suite's conditions and write every output: what `hrtemnet evaluate --condition`
     does.
 
@@ -708,6 +710,9 @@ def run_conditions(conditions: Sequence[Condition], model_specs: Sequence[str], 
     threads : torch threads for the networks (default torch's: all cores). On cores shared with other busy
         processes 1 is much faster (MSD-net on a 256² series: 0.8 s against 22 s with 2 threads, measured
         next to a 2-process simulation).
+    flip_average : every model predicts with the mean over the 8 flips/rotations of each series (named with
+        `hrtemnet.models.FLIP_AVERAGE_SUFFIX`; scored apart from the same model without it, so one folder can
+        hold both).
 
     Returns
     -------
@@ -716,7 +721,7 @@ def run_conditions(conditions: Sequence[Condition], model_specs: Sequence[str], 
     import torch
 
     import hrtemnet
-    from hrtemnet.models import load_model
+    from hrtemnet.models import FLIP_AVERAGE_SUFFIX, load_model
     from hrtemnet.prediction import model_sha256
     from hrtemnet.progress import progress_bar
 
@@ -728,9 +733,11 @@ def run_conditions(conditions: Sequence[Condition], model_specs: Sequence[str], 
         if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
             raise UserError(f"--threads must be a whole number of at least 1 (got {threads})")
         torch.set_num_threads(threads)
-    models = [load_model(spec) for spec in model_specs]  # every model checked before any simulation
-    hashes = [model_sha256(spec) for spec in model_specs]
-    names = model_display_names(model_specs)
+    # every model checked before any simulation
+    models = [load_model(spec, flip_average=flip_average) for spec in model_specs]
+    suffix = FLIP_AVERAGE_SUFFIX if flip_average else ""
+    hashes = [model_sha256(spec) + suffix for spec in model_specs]  # the scores' key in a resumed folder
+    names = [name + suffix for name in model_display_names(model_specs)]
     out_dir = Path(out_dir)
     scores: dict[tuple[str, str], list[ImageScore]] = {}
     rows: list[dict[str, Any]] = []

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -532,6 +532,42 @@ def add_defocus_inputs(state_dict: dict, net: nn.Module) -> dict:
     return expanded
 
 
+# ---- flips and rotations ---------------------------------------------------------------------------------
+NUM_DIHEDRAL = 8  # the flips and 90-degree rotations of a square pixel grid
+
+
+def dihedral(array, transform: int, inverse: bool = False):
+    """One of the 8 flips/rotations (0..7) of the last two axes of a numpy array or torch tensor; 0 is the
+    identity. `inverse` undoes transform `transform`: `dihedral(dihedral(a, t), t, inverse=True)` is `a`."""
+    rot90, flip = (torch.rot90, torch.flip) if isinstance(array, torch.Tensor) else (np.rot90, np.flip)
+    turns = transform % 4
+    if inverse:
+        return rot90(flip(array, (-1,)) if transform >= 4 else array, -turns, (-2, -1))
+    rotated = rot90(array, turns, (-2, -1))
+    return flip(rotated, (-1,)) if transform >= 4 else rotated
+
+
+class FlipAverage(nn.Module):
+    """A network averaged over the 8 flips/rotations of its input (test-time augmentation).
+
+    The networks are trained on all 8 views of every crop (`hrtemnet.training`), so each is an equally valid
+    look at a series; the mean of the 8 output maps, each turned back, averages out the errors that depend
+    on how the lattice happens to lie on the pixel grid. Logits are averaged (a normalised geometric mean of
+    the class probabilities). Costs 8 network passes; the defocus planes are constant and so unaffected.
+    """
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        total = None
+        for transform in range(NUM_DIHEDRAL):
+            view = dihedral(self.net(dihedral(x, transform)), transform, inverse=True)
+            total = view if total is None else total + view
+        return total / NUM_DIHEDRAL
+
+
 # ---- model files ----------------------------------------------------------------------------------------
 
 
@@ -545,6 +581,7 @@ class LoadedModel:
     sampling_A: float  # the sampling it was trained at: resample inputs to this
     peak_params: dict = field(default_factory=dict)  # `hrtemnet.peaks.PeakConfig` fields
     card: dict = field(default_factory=dict)  # provenance: data, steps, validation F1, ...
+    flip_average: bool = False  # `net` is a `FlipAverage`: the mean over the 8 flips/rotations of the input
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -594,8 +631,11 @@ def _resolve_model_path(spec: str | Path) -> Path:
     return path
 
 
-def load_model(spec: str | Path) -> LoadedModel:
-    """Load a shipped model (`msd`, `unet`), a model file, or a training folder (its best.pt)."""
+def load_model(spec: str | Path, flip_average: bool = False) -> LoadedModel:
+    """Load a shipped model (`msd`, `unet`), a model file, or a training folder (its best.pt).
+
+    `flip_average`: predict with the mean over the 8 flips/rotations of the input (`FlipAverage`; 8x the time).
+    """
     path = _resolve_model_path(spec)
     try:
         bundle = torch.load(path, map_location="cpu", weights_only=True)
@@ -613,8 +653,19 @@ def load_model(spec: str | Path) -> LoadedModel:
     except (RuntimeError, TypeError, AttributeError, KeyError):
         raise UserError(f"{path}: weights do not fit a {bundle['model_name']} {bundle['model_kwargs']}") from None
     card = bundle.get("card")
-    return LoadedModel(net.eval(), bundle["model_name"], bundle["model_kwargs"], float(bundle["sampling_A"]),
-                       dict(bundle["peak_params"]), dict(card) if isinstance(card, dict) else {})
+    model = LoadedModel(net.eval(), bundle["model_name"], bundle["model_kwargs"], float(bundle["sampling_A"]),
+                        dict(bundle["peak_params"]), dict(card) if isinstance(card, dict) else {})
+    return with_flip_average(model) if flip_average else model
+
+
+FLIP_AVERAGE_SUFFIX = " +flips"  # after a model's name in tables and CSV headers when it uses `FlipAverage`
+
+
+def with_flip_average(model: LoadedModel) -> LoadedModel:
+    """The same model predicting with the mean over the 8 flips/rotations of its input (`FlipAverage`)."""
+    if model.flip_average:
+        return model
+    return replace(model, net=FlipAverage(model.net).eval(), flip_average=True)
 
 
 def _check_bundle(path: Path, bundle: dict) -> None:

@@ -540,7 +540,7 @@ def predict_files(inputs: Sequence[str], model_spec: str = "msd", sampling: floa
                   threshold: float | None = None, plot: bool = False, fmt: str = "csv",
                   frames_per_series: int = NUM_IMAGES, dose_per_series: float | None = None,
                   command: str | None = None, on_error: Callable[[str, Exception], None] | None = None,
-                  progress: bool = False, defocus_A=None) -> Iterator[FileResult]:
+                  progress: bool = False, defocus_A=None, flip_average: bool = False) -> Iterator[FileResult]:
     """The work of `hrtemnet predict`: each input (a focal series or a stack of k of them) to tables.
 
     Parameters
@@ -553,6 +553,8 @@ def predict_files(inputs: Sequence[str], model_spec: str = "msd", sampling: floa
     fmt : "csv", "napari" or "imagej".
     defocus_A : nominal defocus of each frame (Å), for models trained with `--defocus-input`; every input
         (and each focal series of a time series) is taken to have been recorded at these values.
+    flip_average : predict with the mean over the 8 flips/rotations of each series (`hrtemnet.models.FlipAverage`;
+        8x the network time); the tables' model line says so.
     on_error : called with (input, error) for an input that fails (a `UserError`, or any other exception
         for a failure nobody foresaw); it is skipped and the next one runs. Without it the error is raised.
 
@@ -560,7 +562,7 @@ def predict_files(inputs: Sequence[str], model_spec: str = "msd", sampling: floa
     killed run, rerun, continues).
     """
     from hrtemnet.io import check_defocus, check_sampling, read_image_stack
-    from hrtemnet.models import load_model, require_defocus
+    from hrtemnet.models import FLIP_AVERAGE_SUFFIX, load_model, require_defocus
     from hrtemnet.peaks import PeakConfig
     from hrtemnet.validation import writable_folder
 
@@ -580,9 +582,10 @@ def predict_files(inputs: Sequence[str], model_spec: str = "msd", sampling: floa
     defocus = None if defocus_A is None else check_defocus(defocus_A)
     writable_folder(out_dir, "--out-dir")  # before any network runs
     torch.set_flush_denormal(True)  # denormals slow the CPU convolutions
-    loaded = load_model(model_spec)
+    loaded = load_model(model_spec, flip_average=flip_average)
     require_defocus(loaded, defocus, f"model {model_spec}: ")  # before any file is read
     sha256 = model_sha256(model_spec)
+    model_spec = f"{model_spec}{FLIP_AVERAGE_SUFFIX if flip_average else ''}"  # as the tables name the model
     peak_config = PeakConfig(**(loaded.peak_params or {}))
     if threshold is not None:
         peak_config = replace(peak_config, threshold=threshold)

@@ -44,6 +44,7 @@ from hrtemnet.models import (
     NominalDefocusError,
     add_defocus_inputs,
     build_model,
+    dihedral,
     load_model,
     network_input,
     nominal_defocus_A,
@@ -83,12 +84,6 @@ def render_label_map(columns: Columns, shape: tuple[int, int], sampling_A: float
         window = labels[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
         window[inside] = 1 + class_index
     return labels
-
-
-def dihedral(array: np.ndarray, transform: int) -> np.ndarray:
-    """One of the 8 flips/rotations (0..7) of the last two axes; 0 is the identity."""
-    rotated = np.rot90(array, k=transform % 4, axes=(-2, -1))
-    return rotated[..., ::-1] if transform >= 4 else rotated
 
 
 def usable_indices(source) -> np.ndarray:
