@@ -160,11 +160,15 @@ def test_evaluate_command(fakes, tmp_path):
     result = runner.invoke(app, [*args, "--limit", "2", "--dose-sweep", "", "--dose", "2e4"])
     assert result.exit_code == 0, result.output
     assert "report:" in result.output and (tmp_path / "out" / "report.md").exists()
-    result = runner.invoke(app, [*args, "--limit", "2", "--dose-sweep", "", "--flip-average"])
+    result = runner.invoke(app, [*args, "--limit", "2", "--dose-sweep", "", "--flip-average", "yes"])
     assert result.exit_code == 0, result.output
     table = pd.read_csv(tmp_path / "out" / "per_image.csv")
     assert set(table.model) == {"good +flips", "swapper +flips"}  # named apart from the same models without
-    for bad in (["--dose", "-1"], ["--limit", "0"], ["--dose-sweep", "1e4,x"]):
+    result = runner.invoke(app, [*args, "--limit", "2", "--dose-sweep", "", "--flip-average", "both"])
+    assert result.exit_code == 0, result.output
+    assert list(pd.read_csv(tmp_path / "out" / "per_image.csv").model.unique()) == [
+        "good", "good +flips", "swapper", "swapper +flips"]
+    for bad in (["--dose", "-1"], ["--limit", "0"], ["--dose-sweep", "1e4,x"], ["--flip-average", "maybe"]):
         assert runner.invoke(app, [*args, *bad]).exit_code == 2, bad
     missing = ["evaluate", str(tmp_path / "nope.zarr"), "--model", "good", "--out-dir", str(tmp_path / "o")]
     assert runner.invoke(app, missing).exit_code == 2

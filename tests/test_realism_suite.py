@@ -260,9 +260,10 @@ def test_an_interrupted_run_resumes_to_the_uninterrupted_result(tmp_path, monkey
     # the same models averaged over flips are scored apart, on the series already there
     flipped = FakePredict()
     monkeypatch.setattr(hrtemnet, "predict", flipped)
-    run_conditions(conditions, models, tmp_path / "resumed", n=4, workers=0, progress=False, flip_average=True)
+    run_conditions(conditions, models, tmp_path / "resumed", n=4, workers=0, progress=False, flip_average="both")
     assert len(flipped.calls) == 2 * 2 * 4 and all(call["flip_average"] for call in flipped.calls)
-    assert set(pd.read_csv(tmp_path / "resumed" / "per_image.csv").model) == {"msd +flips", "unet +flips"}
+    assert set(pd.read_csv(tmp_path / "resumed" / "per_image.csv").model) == {"msd", "msd +flips", "unet",
+                                                                              "unet +flips"}
 
 
 # ---- the command, end to end with the shipped network -----------------------------------------------------

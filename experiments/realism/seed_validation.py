@@ -14,13 +14,10 @@ With the same seeds the stores are the first N series of the seed experiment's v
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import torch
 
-from hrtemnet.dataset import open_stores
-from hrtemnet.evaluation import EvaluationConfig, evaluate_models, model_display_names, run
-from hrtemnet.models import FLIP_AVERAGE_SUFFIX, load_model
+from hrtemnet.evaluation import EvaluationConfig, run
 from hrtemnet.simulation import NoiseConfig
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -34,14 +31,5 @@ args = parser.parse_args()
 torch.set_num_threads(1)
 seed_noise = NoiseConfig(dose_e_per_A2_range=(1e4, 1e5), camera=None)  # the shipped cards' validation noise
 config = EvaluationConfig(noise=seed_noise, dose_sweep_e_per_A2=())
-if args.flip_average:  # each model with and without, in one report: paired on the same images and noise
-    models = []
-    for spec, name in zip(args.model, model_display_names(args.model), strict=True):
-        for flip_average in (False, True):
-            model = load_model(spec, flip_average=flip_average)
-            model.name = name + (FLIP_AVERAGE_SUFFIX if flip_average else "")
-            models.append(model)
-    result = evaluate_models(open_stores(args.data), models, Path(args.out), config)
-else:
-    result = run(args.data, args.model, args.out, config)
+result = run(args.data, args.model, args.out, config, flip_average="both" if args.flip_average else False)
 print(f"report: {result.files['report']}")

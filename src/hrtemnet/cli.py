@@ -328,9 +328,9 @@ def evaluate_command(
     ),
     dose_sweep_images: int = typer.Option(20, "--dose-sweep-images", help="Series per dose in that sweep."),
     example: int = typer.Option(0, "--example", help="Index of the series drawn in example_series.png."),
-    flip_average: bool = typer.Option(False, "--flip-average", help="Every model predicts with the mean over the "
-                                      "8 flips/90° rotations of each series (8x the network time; names get "
-                                      "' +flips')."),
+    flip_average: str = typer.Option("no", "--flip-average", help="yes: every model predicts with the mean over "
+                                     "the 8 flips/90° rotations of each series (8x the network time; names get "
+                                     "' +flips'); both: each model with and without, paired; no (default)."),
 ):
     """Run models over a validation set (per-image F1 table, histograms by substrate, figures, report.md), or over
     the realism suite's conditions with --condition (F1 per condition, paired tests, figure)."""

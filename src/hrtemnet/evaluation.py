@@ -163,8 +163,24 @@ def choose_peak_config(
     return replace(base, threshold=float(thresholds[int(np.argmax(curve))]))
 
 
+FLIP_AVERAGE_MODES = ("no", "yes", "both")  # `hrtemnet evaluate --flip-average`
+
+
+def flip_variants(model_specs: Sequence[str | Path], flip_average: bool | str = False) -> list[tuple[Any, str, bool]]:
+    """(spec, name in tables, flip-averaged?) for every model to score. `flip_average` True/"yes": each model
+    predicts with the mean over the 8 flips/rotations (`hrtemnet.models.FlipAverage`), named with
+    `hrtemnet.models.FLIP_AVERAGE_SUFFIX`; "both": each with and without, side by side (paired on the same series)."""
+    from hrtemnet.models import FLIP_AVERAGE_SUFFIX
+
+    if flip_average not in (False, True, *FLIP_AVERAGE_MODES):
+        raise UserError(f"--flip-average must be one of {', '.join(FLIP_AVERAGE_MODES)} (got {flip_average!r})")
+    modes = (False, True) if flip_average == "both" else (flip_average in (True, "yes"),)
+    return [(spec, name + (FLIP_AVERAGE_SUFFIX if flip else ""), flip)
+            for spec, name in zip(model_specs, model_display_names(model_specs), strict=True) for flip in modes]
+
+
 def run(datasets: Sequence[str | Path], model_specs: Sequence[str], out_dir: str | Path,
-        config: EvaluationConfig | None = None, flip_average: bool = False) -> EvaluationResult:
+        config: EvaluationConfig | None = None, flip_average: bool | str = False) -> EvaluationResult:
     """Evaluate models on validation stores and write every output: what `hrtemnet evaluate` does.
 
     Parameters
@@ -173,23 +189,24 @@ def run(datasets: Sequence[str | Path], model_specs: Sequence[str], out_dir: str
     model_specs : shipped model names (`msd`, `unet`), model files or training folders.
     out_dir : folder for per_image.csv, the figures, summary.json and report.md (created).
     config : settings; the defaults draw the dose per image as in training.
-    flip_average : every model predicts with the mean over the 8 flips/rotations of each series (8x the time;
-        `hrtemnet.models.FlipAverage`), named with `hrtemnet.models.FLIP_AVERAGE_SUFFIX`.
+    flip_average : True/"yes": every model predicts with the mean over the 8 flips/rotations of each series
+        (8x the time); "both": with and without, paired (`flip_variants`).
 
     Returns
     -------
     EvaluationResult, with `files` naming what was written.
     """
     from hrtemnet.dataset import open_stores
-    from hrtemnet.models import FLIP_AVERAGE_SUFFIX, load_model
+    from hrtemnet.models import load_model
 
     for path in datasets:
         if not Path(path).exists():
             raise UserError(f"dataset {path} does not exist; create one with `hrtemnet simulate {path} --n N`")
     store = open_stores(list(datasets))
-    models = [load_model(spec, flip_average=flip_average) for spec in model_specs]
-    for name, model in zip(model_display_names(model_specs), models, strict=True):
-        model.name = name + (FLIP_AVERAGE_SUFFIX if flip_average else "")
+    variants = flip_variants(model_specs, flip_average)
+    models = [load_model(spec, flip_average=flip) for spec, _, flip in variants]
+    for (_, name, _), model in zip(variants, models, strict=True):
+        model.name = name
     return evaluate_models(store, models, Path(out_dir), config or EvaluationConfig())
 
 
@@ -695,7 +712,7 @@ def s_vacancy_fractions(score: ImageScore) -> tuple[float, float]:
 
 def run_conditions(conditions: Sequence[Condition], model_specs: Sequence[str], out_dir: str | Path,
                    n: int | None = None, workers: int | None = None, threads: int | None = None,
-                   progress: bool = True, flip_average: bool = False) -> ConditionSuiteResult:
+                   progress: bool = True, flip_average: bool | str = False) -> ConditionSuiteResult:
     """Run models over the realism suite's conditions and write every output: what `hrtemnet evaluate --condition`
     does.
 
@@ -710,9 +727,9 @@ def run_conditions(conditions: Sequence[Condition], model_specs: Sequence[str], 
     threads : torch threads for the networks (default torch's: all cores). On cores shared with other busy
         processes 1 is much faster (MSD-net on a 256² series: 0.8 s against 22 s with 2 threads, measured
         next to a 2-process simulation).
-    flip_average : every model predicts with the mean over the 8 flips/rotations of each series (named with
-        `hrtemnet.models.FLIP_AVERAGE_SUFFIX`; scored apart from the same model without it, so one folder can
-        hold both).
+    flip_average : True/"yes": every model predicts with the mean over the 8 flips/rotations of each series
+        (8x the network time); "both": with and without, paired (`flip_variants`). Scored apart from the same
+        model without it, so one folder holds both.
 
     Returns
     -------
@@ -733,11 +750,11 @@ def run_conditions(conditions: Sequence[Condition], model_specs: Sequence[str], 
         if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
             raise UserError(f"--threads must be a whole number of at least 1 (got {threads})")
         torch.set_num_threads(threads)
-    # every model checked before any simulation
-    models = [load_model(spec, flip_average=flip_average) for spec in model_specs]
-    suffix = FLIP_AVERAGE_SUFFIX if flip_average else ""
-    hashes = [model_sha256(spec) + suffix for spec in model_specs]  # the scores' key in a resumed folder
-    names = [name + suffix for name in model_display_names(model_specs)]
+    variants = flip_variants(model_specs, flip_average)
+    models = [load_model(spec, flip_average=flip) for spec, _, flip in variants]  # all checked before simulating
+    # the scores' key in a resumed folder
+    hashes = [model_sha256(spec) + (FLIP_AVERAGE_SUFFIX if flip else "") for spec, _, flip in variants]
+    names = [name for _, name, _ in variants]
     out_dir = Path(out_dir)
     scores: dict[tuple[str, str], list[ImageScore]] = {}
     rows: list[dict[str, Any]] = []
