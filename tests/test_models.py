@@ -144,7 +144,7 @@ def test_model_bundle_round_trip_and_bad_files(tmp_path, monkeypatch):
     path = save_model_bundle(tmp_path / "m.pt", net, "msd", {"depth": 5}, 0.15, {"threshold": 0.4}, {"steps": 3})
     loaded = load_model(path)
     assert (loaded.name, loaded.kwargs, loaded.sampling_A, loaded.peak_params, loaded.card) == (
-        "msd", {"depth": 5}, 0.15, {"threshold": 0.4}, {"steps": 3})
+        "msd", {"depth": 5}, 0.15, {"threshold": 0.4}, {"steps": 3, "weights_dtype": "float32"})
     assert not loaded.net.training
     x = torch.randn(1, 3, 20, 20)
     torch.testing.assert_close(loaded.net(x), net(x))
@@ -207,3 +207,12 @@ def test_flip_averaged_models_load_and_keep_their_settings(tmp_path):
         expected = torch.stack([models.dihedral(plain.net(models.dihedral(x[None], t)), t, inverse=True)
                                 for t in range(8)]).mean(0)
         torch.testing.assert_close(averaged.net(x[None]), expected)
+
+
+def test_the_card_records_the_stored_precision(tmp_path):
+    net = build_model("unet", depth=2, base_channels=4)
+    path = save_model_bundle(tmp_path / "u.pt", net, "unet", {"depth": 2, "base_channels": 4}, 0.15, {}, {},
+                             weights_dtype=torch.float16)
+    bundle = torch.load(path, weights_only=True)
+    assert bundle["card"]["weights_dtype"] == "float16" and bundle["state_dict"]["head.weight"].dtype == torch.float16
+    assert load_model(path).card["weights_dtype"] == "float16"

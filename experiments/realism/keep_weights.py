@@ -15,8 +15,7 @@ for name, dtype in COMMITTED_WEIGHTS_DTYPE.items():
     if not (run / name / "best.pt").exists() or (only and name not in only):
         continue
     model = load_model(run / name / "best.pt")
-    card = dict(model.card) | {"weights_dtype": str(dtype).replace("torch.", "")}
     path = HERE / "checkpoints" / f"stage{stage}_{name}.pt"
-    save_model_bundle(path, model.net, name, model.kwargs, model.sampling_A, model.peak_params, card,
-                      weights_dtype=dtype)
-    print(f"{path}: step {card.get('steps')}, selection F1 {card.get('val_f1'):.3f}")
+    save_model_bundle(path, model.net, name, model.kwargs, model.sampling_A, model.peak_params, model.card,
+                      weights_dtype=dtype)  # the card records the stored precision
+    print(f"{path}: step {model.card.get('steps')}, selection F1 {model.card.get('val_f1'):.3f}")

@@ -47,7 +47,6 @@ def ship(runs: Path, steps: int) -> None:
                              "simulate_command": f"hrtemnet simulate train.zarr --n {len(store)} --seed {store.seed} "
                                                  "--config experiments/seed_experiment/train.json --phonons 4"},
             "dataset": Path(card["dataset"]).name, "val_dataset": Path(card["val_dataset"]).name,
-            "weights_dtype": str(WEIGHTS_DTYPE[name]).replace("torch.", ""),
         })
         if card.get("initialised_from"):  # earlier stages: where the starting weights came from
             start = dict(card["initialised_from"])

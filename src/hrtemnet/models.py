@@ -602,14 +602,15 @@ def save_model_bundle(path: str | Path, model: nn.Module, model_name: str, model
     """Write a small model file: weights + what `load_model` needs to rebuild and use them.
 
     float16 weights halve the file (shipped U-net: 3.9 instead of 7.8 MB); loading casts them back to float32.
+    The card records the stored precision (`weights_dtype`).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: (v.to(weights_dtype) if v.is_floating_point() else v).cpu()
              for k, v in unwrap(model).state_dict().items()}
     bundle = {"format": BUNDLE_FORMAT, "model_name": model_name, "model_kwargs": dict(model_kwargs),
-              "sampling_A": float(sampling_A), "peak_params": dict(peak_params), "card": dict(card),
-              "state_dict": state}
+              "sampling_A": float(sampling_A), "peak_params": dict(peak_params),
+              "card": dict(card) | {"weights_dtype": str(weights_dtype).removeprefix("torch.")}, "state_dict": state}
     tmp = path.with_name(path.name + ".tmp")
     torch.save(bundle, tmp)
     tmp.replace(path)  # never leave a half-written model file
