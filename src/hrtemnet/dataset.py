@@ -320,7 +320,6 @@ def _simulate_in_process(path: str | Path, config: DatasetConfig, seed: int, tod
     table = vibration_table_for(config.simulation.num_phonons, config.vibrations_file)
     threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     configure_abtem()  # imports abTEM (and IPython, pandas, dask, ...: ~300k objects)
-    _skip_the_imported_heap_at_exit()
     gc.freeze()  # that heap is not scanned again by each full collection of the run (~0.4 s of GC per command)
     try:
         for index in todo:
@@ -328,22 +327,6 @@ def _simulate_in_process(path: str | Path, config: DatasetConfig, seed: int, tod
             advance()
     finally:
         gc.unfreeze()
-
-
-_exit_freeze_registered = False
-
-
-def _skip_the_imported_heap_at_exit() -> None:
-    """At exit, freeze what is alive (`gc.freeze`) so that the interpreter's last collections do not walk the heap
-    abTEM's import leaves: ~0.7 s of every `simulate` command. Only finalizers of objects in reference cycles
-    are skipped, which Python does not promise to run at exit anyway; files are closed by then."""
-    global _exit_freeze_registered
-    if not _exit_freeze_registered:
-        import atexit
-        import gc
-
-        atexit.register(gc.freeze)
-        _exit_freeze_registered = True
 
 
 def missing_indices(path: str | Path) -> np.ndarray:
