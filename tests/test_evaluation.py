@@ -121,6 +121,9 @@ def test_evaluate_models_writes_table_figures_and_report(fakes, tmp_path):
     assert {"image_index", "dose_e_per_A2", "model", "f1", "position_f1", "f1_Mo", "f1_S2", "f1_S"} <= rows[
         0
     ].keys()
+    # what was drawn for each series, to slice the failures by
+    assert [float(r["substrate_graphene"]) for r in rows[::2]] == [i % 2 for i in range(4)]
+    assert all(float(r["defocus_1_A"]) == 20.0 for r in rows)
     good = [s.f1 for s in result.scores["good"]]
     swapped = [s.f1 for s in result.scores["swapper"]]
     assert min(good) > 0.97 and max(swapped) < 0.9  # class confusion costs species-aware F1 ...

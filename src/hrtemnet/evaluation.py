@@ -274,7 +274,7 @@ def evaluate_models(
                 scores[name].append(match.score())
                 rows.append(
                     {"image_index": index, "substrate": substrate, "dose_e_per_A2": dose, "model": name}
-                    | scores[name][-1].as_row()
+                    | scores[name][-1].as_row() | drawn_params(params)
                 )
             if index == config.example_index or example is None:
                 example = (index, series, truth, predictions, params)
@@ -815,7 +815,13 @@ def _condition_row(condition: Condition, model: str, record: dict, score: ImageS
              "alignment_error_max_A": float(residual), "warnings": record["warnings"]}
             | score.as_row()
             | {"s_vacancy_fraction_true": true_fraction, "s_vacancy_fraction_predicted": predicted_fraction}
-            | {name: value for name, value in params.items() if name != "sample_seed"})
+            | drawn_params(params))
+
+
+def drawn_params(params: dict[str, float]) -> dict[str, float]:
+    """What was drawn for a series (defocus values, astigmatism, carbon, tilt, ...), for per_image.csv: failures
+    can be sliced by any of them."""
+    return {name: value for name, value in params.items() if name != "sample_seed"}
 
 
 def write_condition_outputs(result: ConditionSuiteResult, out_dir: Path) -> dict[str, Path]:
