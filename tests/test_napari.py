@@ -267,3 +267,18 @@ def test_widget_finds_columns_in_a_worker_and_exports(napari, simulated, tmp_pat
     widget.model.value = "file"  # but no file chosen: one line, no worker
     widget.find_columns()
     assert widget.worker is None and widget.status.value.startswith("error:")
+    widget.model.value = "msd"
+    widget.defocus.value = "10,60"  # not one value per frame: one line, no worker
+    widget.find_columns()
+    assert widget.worker is None and "3 values, got 2" in widget.status.value
+
+    widget.defocus.value = ""
+    widget.flip_average.value = True  # reaches the network: the exported table says which model ran
+    widget.find_columns()
+    deadline = time.monotonic() + 120
+    while widget.worker is not None and time.monotonic() < deadline:
+        application.processEvents()
+        time.sleep(0.02)
+    widget.export_path.value = tmp_path / "flips.csv"
+    widget.export_columns()
+    assert "# model: msd +flips sha256" in (tmp_path / "flips.csv").read_text(), widget.status.value

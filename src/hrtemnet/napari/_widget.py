@@ -10,7 +10,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, FloatSpinBox, Label, ProgressBar, PushButton
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FileEdit,
+    FloatSpinBox,
+    Label,
+    LineEdit,
+    ProgressBar,
+    PushButton,
+)
 
 from hrtemnet.columns import CLASS_NAMES
 from hrtemnet.errors import UserError
@@ -34,6 +44,10 @@ class ColumnsWidget(Container):
         self.align = CheckBox(text="align frames to frame 1", value=True)
         self.border_A = FloatSpinBox(label="border (Å)", value=2.0, min=0.0, max=50.0, step=0.5,
                                      tooltip="columns this near the edges are left out of the summary")
+        self.defocus = LineEdit(label="defocus (Å)", value="",
+                                tooltip="nominal defocus of the three frames, e.g. -40,10,60 (positive = underfocus); "
+                                        "models trained with --defocus-input need it, the shipped ones do not use it")
+        self.flip_average = CheckBox(text="average over the 8 flips/rotations (slower, fewer errors)", value=False)
         self.find = PushButton(text="Find columns")
         self.busy = ProgressBar(min=0, max=0, visible=False)  # min = max: an indeterminate (busy) bar
         self.summary = Label(value="no columns yet")
@@ -44,8 +58,8 @@ class ColumnsWidget(Container):
         self.status = Label(value="")
         super().__init__(widgets=[
             self.image, self.model, self.model_file, self.pixel_size, self.sampling_A, self.align,
-            self.border_A, self.find, self.busy, self.summary, self.new_class, self.set_class,
-            self.export_path, self.export, self.status,
+            self.border_A, self.defocus, self.flip_average, self.find, self.busy, self.summary, self.new_class,
+            self.set_class, self.export_path, self.export, self.status,
         ])
         self.model.changed.connect(lambda value: setattr(self.model_file, "enabled", value == "file"))
         self.pixel_size.changed.connect(lambda value: setattr(self.sampling_A, "enabled", value == "given"))
@@ -78,6 +92,12 @@ class ColumnsWidget(Container):
             raise UserError("choose a model file (.pt from `hrtemnet train`) or a shipped model")
         return str(path)
 
+    def defocus_spec(self) -> tuple[float, ...] | None:
+        from hrtemnet.io import check_defocus
+
+        text = self.defocus.value.strip()
+        return check_defocus(text, "defocus") if text else None
+
     def sampling_spec(self) -> float | str | None:
         return {"from file": None, "given": float(self.sampling_A.value), "auto": "auto"}[self.pixel_size.value]
 
@@ -97,12 +117,13 @@ class ColumnsWidget(Container):
             image = self.viewer.layers[self.image.value]
             sampling, source = _columns.series_sampling_A(image, self.sampling_spec())
             model, align, border_A = self.model_spec(), bool(self.align.value), float(self.border_A.value)
+            defocus_A = self.defocus_spec()
         except UserError as error:
             self._report(error)
             return
         images = np.asarray(image.data)
         worker = thread_worker(_columns.predict_table, progress={"total": 0, "desc": "Finding columns"})(
-            images, sampling, model, align, border_A, source)
+            images, sampling, model, align, border_A, source, defocus_A, bool(self.flip_average.value))
         worker.returned.connect(lambda table: self._show_prediction(image, table))
         worker.errored.connect(self._report)
         worker.finished.connect(self._prediction_finished)
