@@ -16,6 +16,7 @@
 #     same with `CROP=256 BATCH=1` (whole 256² images, the same pixels per step: does context matter?), written to
 #     runs/realism/stage6_defocus_crop256/; both from the stage-5 defocus-input weights (the 256² run was stopped
 #     at step 3,400: its selection F1 had fallen from 0.856 to 0.71, the 128² run's risen to 0.87; RESULTS.md).
+#   stage 7 (defocus-input U-net): `STAGE=7 STEPS=8000 SEED=8 MODELS=unet DEFOCUS_INPUT=1 bash train.sh`, from stage 6.
 #   MSD-net with the defocus input: `STAGE=5 STEPS=6000 SEED=6 MODELS=msd DEFOCUS_INPUT=1 bash train.sh`, from the
 #     stage-4 MSD-net with zero weights for the defocus planes (stage 5's seed, as the U-nets').
 set -euo pipefail
