@@ -28,13 +28,14 @@ rows = pd.concat([pd.read_csv(path) for path in args.table], ignore_index=True)
 rows = rows.drop_duplicates([key for key in ("condition", "series", "image_index", "model") if key in rows])
 if args.condition:
     rows = rows[rows.condition.isin(args.condition)]
-if args.by not in rows.columns:
+missing = rows[args.by].isna() if args.by in rows.columns else pd.Series(True, index=rows.index)
+if missing.any():  # tables written before per_image.csv carried the drawn parameters
     if not args.data:
-        raise SystemExit(f"{args.by} is not a column of the table: give the stores with --data")
+        raise SystemExit(f"{args.by} is missing from (some of) the tables: give the stores with --data")
     from hrtemnet.dataset import open_stores
 
     store = open_stores(args.data)
-    rows[args.by] = [store.read_params(int(i))[args.by] for i in rows.image_index]
+    rows.loc[missing, args.by] = [store.read_params(int(i))[args.by] for i in rows.image_index[missing]]
 edges = [float(edge) for edge in args.bins.split(",")]
 rows["bin"] = pd.cut(rows[args.by], edges, include_lowest=True)
 table = rows.pivot_table(index="bin", columns="model", values="f1", aggfunc="mean", observed=False)
