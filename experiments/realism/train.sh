@@ -16,6 +16,9 @@
 #     same with `CROP=256 BATCH=1` (whole 256² images, the same pixels per step: does context matter?), written to
 #     runs/realism/stage6_defocus_crop256/; both from the stage-5 defocus-input weights (the 256² run was stopped
 #     at step 3,400: its selection F1 had fallen from 0.856 to 0.71, the 128² run's risen to 0.87; RESULTS.md).
+#   the same for U-net, for an identical schedule: `STAGE=5 STEPS=6000 SEED=6 MODELS=unet DEFOCUS_INPUT=1
+#     INIT_FROM=experiments/realism/checkpoints/stage4_unet.pt OUT_DIR=runs/realism/stage5_defocus_from_stage4
+#     bash train.sh` (from the image-only stage-4 U-net, as the MSD-net run).
 #   stage 7 (defocus-input U-net): `STAGE=7 STEPS=8000 SEED=8 MODELS=unet DEFOCUS_INPUT=1 bash train.sh`, from stage 6.
 #   MSD-net with the defocus input: `STAGE=5 STEPS=6000 SEED=6 MODELS=msd DEFOCUS_INPUT=1 bash train.sh`, from the
 #     stage-4 MSD-net with zero weights for the defocus planes (stage 5's seed, as the U-nets').
@@ -37,7 +40,8 @@ out="${OUT_DIR:-$here/../../runs/realism/stage$STAGE$suffix}"
 init() {  # stage 2 starts from the shipped model, later stages from the previous stage's committed weights
   # (of the same variant where there is one: stage 4's defocus run started from the image-only stage 3)
   local previous="$here/checkpoints/stage$((STAGE - 1))"
-  if [ "$STAGE" -le 2 ]; then echo "$1"
+  if [ -n "${INIT_FROM:-}" ]; then echo "$INIT_FROM"  # one model only: MODELS=msd or MODELS=unet
+  elif [ "$STAGE" -le 2 ]; then echo "$1"
   elif [ -e "$previous${suffix}_$1.pt" ]; then echo "$previous${suffix}_$1.pt"
   elif [ -e "$previous${variant}_$1.pt" ]; then echo "$previous${variant}_$1.pt"
   else echo "${previous}_$1.pt"; fi
