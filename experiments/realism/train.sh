@@ -19,6 +19,10 @@
 #   the same for U-net, for an identical schedule: `STAGE=5 STEPS=6000 SEED=6 MODELS=unet DEFOCUS_INPUT=1
 #     INIT_FROM=experiments/realism/checkpoints/stage4_unet.pt OUT_DIR=runs/realism/stage5_defocus_from_stage4
 #     bash train.sh` (from the image-only stage-4 U-net, as the MSD-net run).
+#   stage 6 of that identical pair (started at 16:47 on 2026-11-29, to be resumed: rerun the same commands):
+#     `STAGE=6 STEPS=14000 SEED=7 MODELS=msd DEFOCUS_INPUT=1 bash train.sh` (from stage5_defocus_msd.pt) and
+#     `STAGE=6 STEPS=14000 SEED=7 MODELS=unet DEFOCUS_INPUT=1 INIT_FROM=experiments/realism/checkpoints/stage5_defocus_from_stage4_unet.pt
+#      OUT_DIR=runs/realism/stage6_defocus_from_stage4 bash train.sh`.
 #   stage 7 (defocus-input U-net): `STAGE=7 STEPS=8000 SEED=8 MODELS=unet DEFOCUS_INPUT=1 bash train.sh`, from stage 6.
 #   MSD-net with the defocus input: `STAGE=5 STEPS=6000 SEED=6 MODELS=msd DEFOCUS_INPUT=1 bash train.sh`, from the
 #     stage-4 MSD-net with zero weights for the defocus planes (stage 5's seed, as the U-nets').
