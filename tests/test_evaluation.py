@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from hrtemnet.cli import app
 from hrtemnet.columns import NUM_LABELS, Columns
 from hrtemnet.evaluation import EvaluationConfig, evaluate_models
-from hrtemnet.models import FLIP_AVERAGE_SUFFIX, takes_defocus
+from hrtemnet.models import flip_average_name, takes_defocus
 
 SAMPLING_A = 0.15
 SHAPE = (112, 112)
@@ -101,7 +101,7 @@ def fakes(monkeypatch):
         "hrtemnet.simulation": {"NoiseConfig": FakeNoiseConfig, "add_imaging_noise": fake_noise},
         "hrtemnet.dataset": {"open_store": lambda path: FakeStore(), "open_stores": lambda paths: FakeStore()},
         "hrtemnet.models": {"load_model": lambda spec, flip_average=False: FakeModel(spec, swap_s=spec == "swapper"),
-                            "takes_defocus": takes_defocus, "FLIP_AVERAGE_SUFFIX": FLIP_AVERAGE_SUFFIX},
+                            "takes_defocus": takes_defocus, "flip_average_name": flip_average_name},
     }
     monkeypatch.setattr("hrtemnet.prediction.predict_probabilities", fake_predict)
     for name, attributes in modules.items():

@@ -32,12 +32,11 @@ def load_model(spec="msd", flip_average: bool = False):
 
 
 def _cached_model(spec, flip_average: bool = False):
-    from hrtemnet.models import FLIP_AVERAGE_SUFFIX, LoadedModel, _resolve_model_path, with_flip_average
+    from hrtemnet.models import LoadedModel, _resolve_model_path, flip_average_name, with_flip_average
 
     if isinstance(spec, LoadedModel):
         model = with_flip_average(spec) if flip_average else spec
-        return model, spec.name + (FLIP_AVERAGE_SUFFIX if model.flip_average else ""), ""
-    suffix = FLIP_AVERAGE_SUFFIX if flip_average else ""
+        return model, flip_average_name(spec.name, model.flip_average), ""
     from hrtemnet.prediction import model_sha256
 
     path = _resolve_model_path(spec)
@@ -46,7 +45,7 @@ def _cached_model(spec, flip_average: bool = False):
         _MODELS.clear()
         _MODELS[key] = (load_model(spec, flip_average), model_sha256(spec))
     model, sha256 = _MODELS[key]
-    return model, str(spec) + suffix, sha256
+    return model, flip_average_name(str(spec), flip_average), sha256
 
 
 def predict(series, sampling_A=None, model="msd", align: bool = True, border_A: float = 2.0,

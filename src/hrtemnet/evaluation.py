@@ -170,12 +170,12 @@ def flip_variants(model_specs: Sequence[str | Path], flip_average: bool | str = 
     """(spec, name in tables, flip-averaged?) for every model to score. `flip_average` True/"yes": each model
     predicts with the mean over the 8 flips/rotations (`hrtemnet.models.FlipAverage`), named with
     `hrtemnet.models.FLIP_AVERAGE_SUFFIX`; "both": each with and without, side by side (paired on the same series)."""
-    from hrtemnet.models import FLIP_AVERAGE_SUFFIX
+    from hrtemnet.models import flip_average_name
 
     if flip_average not in (False, True, *FLIP_AVERAGE_MODES):
         raise UserError(f"--flip-average must be one of {', '.join(FLIP_AVERAGE_MODES)} (got {flip_average!r})")
     modes = (False, True) if flip_average == "both" else (flip_average in (True, "yes"),)
-    return [(spec, name + (FLIP_AVERAGE_SUFFIX if flip else ""), flip)
+    return [(spec, flip_average_name(name, flip), flip)
             for spec, name in zip(model_specs, model_display_names(model_specs), strict=True) for flip in modes]
 
 
@@ -738,7 +738,7 @@ def run_conditions(conditions: Sequence[Condition], model_specs: Sequence[str], 
     import torch
 
     import hrtemnet
-    from hrtemnet.models import FLIP_AVERAGE_SUFFIX, load_model
+    from hrtemnet.models import flip_average_name, load_model
     from hrtemnet.prediction import model_sha256
     from hrtemnet.progress import progress_bar
 
@@ -753,7 +753,7 @@ def run_conditions(conditions: Sequence[Condition], model_specs: Sequence[str], 
     variants = flip_variants(model_specs, flip_average)
     models = [load_model(spec, flip_average=flip) for spec, _, flip in variants]  # all checked before simulating
     # the scores' key in a resumed folder
-    hashes = [model_sha256(spec) + (FLIP_AVERAGE_SUFFIX if flip else "") for spec, _, flip in variants]
+    hashes = [flip_average_name(model_sha256(spec), flip) for spec, _, flip in variants]
     names = [name for _, name, _ in variants]
     out_dir = Path(out_dir)
     scores: dict[tuple[str, str], list[ImageScore]] = {}

@@ -502,6 +502,7 @@ def require_defocus(model, defocus_A, where: str = "") -> None:
         raise UserError(f"{where}this {model.name} model takes the nominal defocus of each frame: give it with "
                         "--defocus D1,D2,D3 (Å, positive = underfocus; python: defocus_A=[...])")
 
+
 def network_input(series: np.ndarray, defocus_A=None) -> np.ndarray:
     """The network's input `(C, H, W)` float32: the normalised series, then (when `defocus_A` is given, one
     value per frame in Å, positive = underfocus) one constant plane per frame with its nominal defocus."""
@@ -581,7 +582,11 @@ class LoadedModel:
     sampling_A: float  # the sampling it was trained at: resample inputs to this
     peak_params: dict = field(default_factory=dict)  # `hrtemnet.peaks.PeakConfig` fields
     card: dict = field(default_factory=dict)  # provenance: data, steps, validation F1, ...
-    flip_average: bool = False  # `net` is a `FlipAverage`: the mean over the 8 flips/rotations of the input
+
+    @property
+    def flip_average(self) -> bool:
+        """Whether it predicts with the mean over the 8 flips/rotations of its input (`net` is a `FlipAverage`)."""
+        return isinstance(self.net, FlipAverage)
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -662,11 +667,14 @@ def load_model(spec: str | Path, flip_average: bool = False) -> LoadedModel:
 FLIP_AVERAGE_SUFFIX = " +flips"  # after a model's name in tables and CSV headers when it uses `FlipAverage`
 
 
+def flip_average_name(name: str, flip_average: bool) -> str:
+    """A model's name in tables, CSV headers and resumed score logs: FLIP_AVERAGE_SUFFIX added when it averages."""
+    return name + (FLIP_AVERAGE_SUFFIX if flip_average else "")
+
+
 def with_flip_average(model: LoadedModel) -> LoadedModel:
     """The same model predicting with the mean over the 8 flips/rotations of its input (`FlipAverage`)."""
-    if model.flip_average:
-        return model
-    return replace(model, net=FlipAverage(model.net).eval(), flip_average=True)
+    return model if model.flip_average else replace(model, net=FlipAverage(model.net).eval())
 
 
 def _check_bundle(path: Path, bundle: dict) -> None:

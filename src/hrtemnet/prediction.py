@@ -562,7 +562,7 @@ def predict_files(inputs: Sequence[str], model_spec: str = "msd", sampling: floa
     killed run, rerun, continues).
     """
     from hrtemnet.io import check_defocus, check_sampling, read_image_stack
-    from hrtemnet.models import FLIP_AVERAGE_SUFFIX, load_model, require_defocus
+    from hrtemnet.models import flip_average_name, load_model, require_defocus
     from hrtemnet.peaks import PeakConfig
     from hrtemnet.validation import writable_folder
 
@@ -585,7 +585,7 @@ def predict_files(inputs: Sequence[str], model_spec: str = "msd", sampling: floa
     loaded = load_model(model_spec, flip_average=flip_average)
     require_defocus(loaded, defocus, f"model {model_spec}: ")  # before any file is read
     sha256 = model_sha256(model_spec)
-    model_spec = f"{model_spec}{FLIP_AVERAGE_SUFFIX if flip_average else ''}"  # as the tables name the model
+    model_label = flip_average_name(str(model_spec), flip_average)  # as the tables name the model
     peak_config = PeakConfig(**(loaded.peak_params or {}))
     if threshold is not None:
         peak_config = replace(peak_config, threshold=threshold)
@@ -606,10 +606,10 @@ def predict_files(inputs: Sequence[str], model_spec: str = "msd", sampling: floa
             parts = split_stack(stack, frames_per_series)
             if len(parts) == 1:
                 yield _predict_one(loaded, parts[0], peak_config, align, border_A, source, out_dir, fmt, plot,
-                                   sha256, model_spec, command)
+                                   sha256, model_label, command)
                 continue
             yield from _predict_time_series(loaded, stack, parts, peak_config, align, border_A, source, out_dir,
-                                            fmt, plot, sha256, model_spec, command, dose_per_series, progress)
+                                            fmt, plot, sha256, model_label, command, dose_per_series, progress)
         except Exception as error:  # one bad input must not stop the batch: `on_error` reports it
             if isinstance(error, MemoryError):
                 error = UserError(f"{spec}: does not fit in memory; crop the images or bin them (and give the "
@@ -620,7 +620,7 @@ def predict_files(inputs: Sequence[str], model_spec: str = "msd", sampling: floa
 
 
 def _predict_one(model, series: FocalSeries, peak_config, align, border_A, source, out_dir, fmt, plot, sha256,
-                 model_spec, command, drift_A=None, index=0, count=1, drift_warnings=()) -> FileResult:
+                 model_label, command, drift_A=None, index=0, count=1, drift_warnings=()) -> FileResult:
     if not np.isfinite(series.sampling_A) and source != "lattice":
         source = "lattice"  # no calibration anywhere: measure it (the result says so)
     prediction = predict_focal_series(model, series, peak_config, align, border_A, source)
@@ -629,7 +629,7 @@ def _predict_one(model, series: FocalSeries, peak_config, align, border_A, sourc
         prediction.columns = Columns(prediction.columns.xy_A - prediction.drift_A, prediction.columns.class_index,
                                      prediction.columns.score)
     prediction.warnings += list(drift_warnings)
-    header = metadata_lines(prediction, str(model_spec), sha256, command, series.source)
+    header = metadata_lines(prediction, model_label, sha256, command, series.source)
     path = write_prediction_table(output_path(out_dir, series.stem, fmt), prediction, header, fmt)
     result = FileResult(series.source, series.stem, path, prediction, index, count)
     if plot:
@@ -642,7 +642,7 @@ def _predict_one(model, series: FocalSeries, peak_config, align, border_A, sourc
 
 
 def _predict_time_series(model, stack, parts, peak_config, align, border_A, source, out_dir, fmt, plot, sha256,
-                         model_spec, command, dose_per_series, progress) -> Iterator[FileResult]:
+                         model_label, command, dose_per_series, progress) -> Iterator[FileResult]:
     """k focal series of one stack, each drift-corrected to the first; series already written are read back."""
     from hrtemnet.progress import progress_bar
 
@@ -658,7 +658,7 @@ def _predict_time_series(model, stack, parts, peak_config, align, border_A, sour
                 if drifts is None:  # one registration of all first images, once something is left to do
                     drifts, drift_warnings = _stack_drifts(stack, parts, align)
                 result = _predict_one(model, part, peak_config, align, border_A, source, out_dir, fmt, plot,
-                                      sha256, model_spec, command, drifts[index], index, len(parts),
+                                      sha256, model_label, command, drifts[index], index, len(parts),
                                       drift_warnings[index])
                 summary = result.prediction.summary()
                 rows.append({"counts": summary.counts, "s_vacancy_fraction": summary.s_vacancy_fraction,
