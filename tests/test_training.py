@@ -249,3 +249,38 @@ def test_training_with_defocus_input_from_an_image_only_model(tmp_path):
     assert load_model(first.files["final"]).card["defocus_input"] is None
     with pytest.raises(training.UserError, match="records each series' defocus"):
         train(run_config(tmp_path / "c", steps=1, defocus_input=True), source=LatticeSource(n=2))
+
+
+def test_several_stores_are_drawn_from_by_their_share_of_the_series():
+    from hrtemnet.dataset import ConcatenatedStores
+
+    small, large, reads = LatticeSource(n=1, seed=1), LatticeSource(n=3, seed=2), []
+    for name, store in (("small", small), ("large", large)):
+        store.read_images = lambda i, name=name, read=store.read_images: (reads.append(name), read(i))[1]
+    dataset = FocalSeriesDataset(ConcatenatedStores([small, large]), crop_px=32, seed=0)
+    for n in range(200):
+        dataset[n]
+    assert 0.15 < reads.count("small") / len(reads) < 0.35  # 1 of 4 series
+
+
+def test_cli_trains_on_several_stores_with_a_validation_store(tmp_path, monkeypatch):
+    from hrtemnet.dataset import ConcatenatedStores
+    from hrtemnet.models import load_model
+
+    opened = []
+
+    def fake_open(dataset):
+        opened.append(training.dataset_paths(dataset))
+        return ConcatenatedStores([LatticeSource(n=2, seed=k) for k in range(len(opened[-1]))])
+
+    monkeypatch.setattr(training, "_open_source", fake_open)
+    out = tmp_path / "run"
+    args = ["train", "a.zarr", "b.zarr", "--model", "msd", "--depth", "4", "--crop", "32", "--steps", "2",
+            "--val-images", "1", "--out", str(out)]
+    refused = CliRunner().invoke(app, args)
+    assert refused.exit_code == 2 and "--val" in refused.output and refused.output.count("\n") <= 2
+    result = CliRunner().invoke(app, [*args, "--val", "v.zarr"])
+    assert result.exit_code == 0, result.output
+    assert opened[-2:] == [["a.zarr", "b.zarr"], ["v.zarr"]]
+    card = load_model(out / "final.pt").card
+    assert card["dataset"] == ["a.zarr", "b.zarr"] and card["training_series"] == 4

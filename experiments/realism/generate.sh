@@ -8,3 +8,8 @@ data="${DATA_DIR:-$here/../../work_data/realism}"
 mkdir -p "$data"
 hrtemnet simulate "$data/select.zarr" --n 64 --seed 12 --config "$here/train.json" --phonons 4 --workers "${WORKERS:-1}"
 hrtemnet simulate "$data/train.zarr" --n "${N_TRAIN:-10000}" --seed 11 --config "$here/train.json" --phonons 4 --workers "${WORKERS:-1}"
+# Stage 8's extra stores (issue 11: the remaining failures sit in the tails of the default distribution): every
+# series with 4-10 Å carbon per layer (on top, below or both), and the focal settings people use most (the seed
+# window's defocus, with today's carbon and tilt). `hrtemnet train` draws from the union of the stores it is given.
+hrtemnet simulate "$data/carbon_heavy.zarr" --n "${N_MIX:-2500}" --seed 21 --config "$here/carbon_heavy.json" --phonons 4 --workers "${WORKERS:-1}"
+hrtemnet simulate "$data/seed_focus.zarr" --n "${N_MIX:-2500}" --seed 22 --config "$here/seed_focus.json" --phonons 4 --workers "${WORKERS:-1}"

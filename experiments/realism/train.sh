@@ -26,6 +26,10 @@
 #   stage 7 (defocus-input U-net): `STAGE=7 STEPS=8000 SEED=8 MODELS=unet DEFOCUS_INPUT=1 bash train.sh`, from stage 6.
 #   MSD-net with the defocus input: `STAGE=5 STEPS=6000 SEED=6 MODELS=msd DEFOCUS_INPUT=1 bash train.sh`, from the
 #     stage-4 MSD-net with zero weights for the defocus planes (stage 5's seed, as the U-nets').
+#   stage 8 (both defocus-input networks, identical data and schedule, on the realism set plus the hard-case stores
+#     of generate.sh: 15,000 series, two thirds the default distribution), each from its best defocus-input weights:
+#     `STAGE=8 STEPS=9000 SEED=9 DEFOCUS_INPUT=1 STORES="train carbon_heavy seed_focus" MODELS=unet bash train.sh`
+#     (from stage 7) and the same with `MODELS=msd INIT_FROM=experiments/realism/checkpoints/stage5_defocus_msd.pt`.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 data="${DATA_DIR:-$here/../../work_data/realism}"
@@ -36,6 +40,7 @@ MODELS="${MODELS:-msd unet}"
 DEFOCUS_INPUT="${DEFOCUS_INPUT:-0}"
 CROP="${CROP:-128}"
 BATCH="${BATCH:-4}"
+STORES="${STORES:-train}"  # stores in $data read as one training set
 suffix=""; extra=()
 if [ "$DEFOCUS_INPUT" = 1 ]; then suffix="_defocus"; extra=(--defocus-input); fi
 variant="$suffix"  # the weights' lineage: a crop-size variant starts from its network variant's previous stage
@@ -51,10 +56,11 @@ init() {  # stage 2 starts from the shipped model, later stages from the previou
   else echo "${previous}_$1.pt"; fi
 }
 mkdir -p "$out"
+stores=(); for store in $STORES; do stores+=("$data/$store.zarr"); done
 common=(--crop "$CROP" --batch "$BATCH" --seed "$SEED" --lr 3e-4 --lr-schedule cosine --steps "$STEPS" --threads 1
         --val "$data/select.zarr" --val-images 24 --val-every 500 --checkpoint-minutes 2 --resume "${extra[@]}")
 for model in $MODELS; do
-  hrtemnet train "$data/train.zarr" --model "$model" --init-from "$(init "$model")" --out "$out/$model" \
+  hrtemnet train "${stores[@]}" --model "$model" --init-from "$(init "$model")" --out "$out/$model" \
     "${common[@]}" > "$out.$model.log" 2>&1 &
 done
 wait

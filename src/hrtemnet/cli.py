@@ -380,7 +380,9 @@ def evaluate_command(
 
 @command("train")
 def train_command(
-    dataset: Path = typer.Argument(..., help="Training dataset: a zarr store from `hrtemnet simulate`."),
+    dataset: list[Path] = typer.Argument(
+        ..., help="Training dataset: a zarr store from `hrtemnet simulate`, or several read as one (each series "
+        "equally likely, so a store's share of the draws is its share of the series; needs --val)."),
     model: str = typer.Option(..., "--model", help="Network: msd or unet."),
     out: Path = typer.Option(..., "--out", help="Folder for checkpoint.pt, log.jsonl, best.pt and final.pt."),
     steps: int = typer.Option(1000, "--steps", help="Total optimiser steps (a resumed run continues to this)."),
@@ -418,7 +420,8 @@ def train_command(
     model_kwargs = {k: v for k, v in {"depth": depth, "base_channels": base_channels}.items() if v is not None}
     if threads is not None and threads < 1:
         raise UserError("--threads must be >= 1")
-    config = TrainConfig(dataset=str(dataset), out_dir=str(out), model=model, model_kwargs=model_kwargs,
+    stores = str(dataset[0]) if len(dataset) == 1 else [str(p) for p in dataset]
+    config = TrainConfig(dataset=stores, out_dir=str(out), model=model, model_kwargs=model_kwargs,
                          steps=steps, crop_px=crop, batch_size=batch, learning_rate=lr,
                          lr_schedule=lr_schedule, seed=seed,
                          val_dataset=None if val is None else str(val), val_images=val_images,

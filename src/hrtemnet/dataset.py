@@ -537,7 +537,8 @@ class ConcatenatedStores:
         return store.read_params(local)
 
     def completed(self) -> np.ndarray:
-        return np.concatenate([s.completed() for s in self.stores])
+        return np.concatenate([s.completed() if hasattr(s, "completed") else np.ones(len(s), bool)
+                               for s in self.stores])
 
 
 def open_stores(paths: list[str | Path]):

@@ -219,7 +219,9 @@ class DrawSampler(Sampler):
 
 @dataclass
 class TrainConfig:
-    dataset: str
+    # One store, or several read as one: each step draws series uniformly from all of them, so a store's share of
+    # the draws is its share of the series (a small store of hard cases weighs in by its size).
+    dataset: str | list[str]
     out_dir: str
     model: str = "msd"
     model_kwargs: dict = field(default_factory=dict)
@@ -343,6 +345,9 @@ def _check_config(config: TrainConfig, source) -> None:
     validate_config(config.noise, "noise")  # the on-the-fly noise and augmentation, by field-name convention
     validate_config(config.augmentation, "augmentation")
     validate_config(config.defocus_error, "defocus_error")
+    if len(dataset_paths(config.dataset)) > 1 and config.val_dataset is None:
+        raise UserError("training on several datasets needs --val DATASET (held-out series would all come from "
+                        "the last one)")
     if config.defocus_input and not hasattr(source, "read_params"):
         raise UserError("--defocus-input needs a dataset that records each series' defocus (an hrtemnet store)")
     out_dir = Path(config.out_dir)
@@ -350,10 +355,15 @@ def _check_config(config: TrainConfig, source) -> None:
         raise UserError(f"--out {out_dir} is a file; give a folder for the training run")
 
 
-def _open_source(path: str | Path):
-    from hrtemnet.dataset import open_store
+def dataset_paths(dataset: str | list[str]) -> list[str]:
+    """The training store(s) of `TrainConfig.dataset`: one path, or several read as one."""
+    return [dataset] if isinstance(dataset, str | Path) else [str(p) for p in dataset]
 
-    return open_store(path)
+
+def _open_source(dataset: str | list[str]):
+    from hrtemnet.dataset import open_stores
+
+    return open_stores(dataset_paths(dataset))
 
 
 def train(config: TrainConfig, source=None, val_source=None) -> TrainResult:
@@ -411,7 +421,8 @@ def train(config: TrainConfig, source=None, val_source=None) -> TrainResult:
     sampler = DrawSampler(start_step, config.steps, config.batch_size, rank, world_size)
     loader = DataLoader(dataset, batch_size=config.batch_size, sampler=sampler, num_workers=0)
     class_weights = torch.tensor(config.class_weights, dtype=torch.float32)
-    card = {"dataset": str(config.dataset), "val_dataset": str(config.val_dataset or config.dataset),
+    card = {"dataset": config.dataset, "training_series": len(train_indices),
+            "val_dataset": str(config.val_dataset or config.dataset),
             "val_images": len(val_indices), "crop_px": config.crop_px, "batch_size": config.batch_size,
             "world_size": world_size, "seed": config.seed, "learning_rate": config.learning_rate,
             "lr_schedule": config.lr_schedule,
