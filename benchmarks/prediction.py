@@ -8,6 +8,11 @@ does not depend on the weights).
     python benchmarks/prediction.py                      # shipped msd and unet
     python benchmarks/prediction.py --untrained          # default MSD-net / U-net, fresh weights
     python benchmarks/prediction.py --models runs/msd/best.pt --sizes 256
+    python benchmarks/prediction.py --flip-average --sizes 256   # each model plain and flip-averaged, same run
+
+With `--flip-average` every case is timed plain and with `--flip-average` (the 8 flips/rotations,
+`models.FlipAverage`) alternately in the same run, and the ratio printed. Models with a defocus input get
+nominal defocus values (-40, 10, 60 Å; the time does not depend on them).
 """
 
 from __future__ import annotations
@@ -33,17 +38,25 @@ def load(spec: str, untrained: bool):
         return None
 
 
-def time_series(model, size: int, repeats: int) -> float:
+def time_series(models: list, size: int, repeats: int) -> list[float]:
+    """Median seconds per series for each model, the models alternating within every repeat."""
+    from hrtemnet.models import takes_defocus
     from hrtemnet.prediction import predict_probabilities
 
     series = np.random.default_rng(0).random((3, size, size)).astype(np.float32)
-    predict_probabilities(model, series)  # warm-up: allocations, kernel choice
-    times = []
+
+    def run(model):
+        predict_probabilities(model, series, defocus_A=(-40.0, 10.0, 60.0) if takes_defocus(model) else None)
+
+    for model in models:
+        run(model)  # warm-up: allocations, kernel choice
+    times = [[] for _ in models]
     for _ in range(repeats):
-        start = time.perf_counter()
-        predict_probabilities(model, series)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for model, spent in zip(models, times, strict=True):
+            start = time.perf_counter()
+            run(model)
+            spent.append(time.perf_counter() - start)
+    return [statistics.median(spent) for spent in times]
 
 
 def main() -> None:
@@ -54,19 +67,25 @@ def main() -> None:
     parser.add_argument("--sizes", nargs="+", type=int, default=[256, 1024], help="series side in pixels")
     parser.add_argument("--threads", nargs="+", type=int, default=[1, 2], help="torch thread counts")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per case (median reported)")
+    parser.add_argument("--flip-average", action="store_true", help="also time each model flip-averaged")
     args = parser.parse_args()
 
+    from hrtemnet.models import with_flip_average
+
     torch.set_flush_denormal(True)
-    print(f"{'model':<22} {'size':>6} {'threads':>7} {'s/series':>9}")
+    header = f"{'model':<28} {'size':>6} {'threads':>7} {'s/series':>9}"
+    print(header + (f" {'+flips':>9} {'ratio':>6}" if args.flip_average else ""))
     for spec in args.models:
         model = load(spec, args.untrained)
         if model is None:
             continue
+        variants = [model, with_flip_average(model)] if args.flip_average else [model]
         for size in args.sizes:
             for threads in args.threads:
                 torch.set_num_threads(threads)
-                seconds = time_series(model, size, args.repeats)
-                print(f"{model.name:<22} {size:>5}² {threads:>7} {seconds:>9.3f}", flush=True)
+                seconds = time_series(variants, size, args.repeats)
+                ratio = f" {seconds[1]:>9.3f} {seconds[1] / seconds[0]:>6.2f}" if len(seconds) == 2 else ""
+                print(f"{spec[-28:]:<28} {size:>5}² {threads:>7} {seconds[0]:>9.3f}{ratio}", flush=True)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ import pytest
 from hrtemnet.columns import NUM_LABELS, Columns
 from hrtemnet.evaluation import choose_peak_config
 from hrtemnet.metrics import match_columns
-from hrtemnet.peaks import PeakConfig, extract_columns
+from hrtemnet.peaks import PeakConfig, class_shares, extract_columns
 
 SAMPLING_A = 0.15
 SHAPE = (128, 128)
@@ -82,3 +82,38 @@ def test_choose_peak_config_rejects_weak_false_peaks():
     chosen = choose_peak_config(validation, SAMPLING_A, base, thresholds=(0.1, 0.2, 0.3, 0.45, 0.6, 0.95))
     assert chosen.threshold == 0.45
     assert chosen.class_radius_A == 0.3  # the rest of the base config is kept
+
+
+def test_the_class_decision_divides_out_the_loss_class_weights():
+    """A weighted loss (S 3x) makes the network say S at p(S) / p(S2) = 3 x the odds; divided out, a column the
+    network sees as 45 % S and 40 % S2 (weighted) is S2, one at 80 % S stays S, and Mo/S2 are unaffected."""
+    columns = Columns(np.array([[5.0, 5.0], [10.0, 5.0], [15.0, 5.0]]), np.array([1, 2, 0]))
+    maps = probability_maps(columns)
+    left = np.arange(SHAPE[1]) * SAMPLING_A < 7.5  # the first column's half of the map
+    foreground = maps[1:].sum(axis=0)
+    for channel, share in zip((1, 2, 3), (0.15, 0.40, 0.45), strict=True):  # Mo, S2, S
+        maps[channel] = np.where(left, share * foreground, maps[channel])
+    plain = extract_columns(maps, SAMPLING_A, PeakConfig())
+    undone = extract_columns(maps, SAMPLING_A, PeakConfig(loss_class_weights=(1.0, 1.0, 3.0)))
+    order = np.argsort(plain.xy_A[:, 0])
+    assert list(plain.class_index[order]) == [2, 2, 0]  # the ambiguous column comes out S
+    assert list(undone.class_index[np.argsort(undone.xy_A[:, 0])]) == [1, 2, 0]
+    np.testing.assert_array_equal(plain.xy_A, undone.xy_A)  # positions and scores do not depend on it
+    with pytest.raises(ValueError, match="loss_class_weights"):
+        PeakConfig(loss_class_weights=(1.0, 0.0, 3.0))
+
+
+def test_class_shares_with_loss_weights_are_the_reweighted_shares_and_name_the_decided_class():
+    rng = np.random.default_rng(3)
+    columns = synthetic_columns(rng, n=20)
+    maps = probability_maps(columns)
+    maps[1:] = maps[1:] * rng.uniform(0.2, 1.0, (3, 1, 1)) + 0.02 * rng.random(maps[1:].shape)
+    pixels = np.rint(columns.xy_A[:, ::-1] / SAMPLING_A).astype(int)
+    weights = (1.0, 2.0, 3.0)
+    plain, undone = class_shares(maps, pixels, 3.0), class_shares(maps, pixels, 3.0, weights)
+    expected = plain / weights
+    np.testing.assert_allclose(undone, expected / expected.sum(axis=1, keepdims=True))
+    found = extract_columns(maps, SAMPLING_A, PeakConfig(loss_class_weights=weights, class_radius_A=0.45))
+    matched = match_columns(columns.xy_A, found.xy_A, 0.3)
+    assert len(matched[0]) == len(columns)
+    np.testing.assert_array_equal(found.class_index[matched[1]], np.argmax(undone[matched[0]], axis=1))

@@ -97,6 +97,7 @@ def test_a_few_steps_lower_the_loss_and_write_models(tmp_path):
 
     model = load_model(result.files["best"])
     assert model.sampling_A == SAMPLING_A and "threshold" in model.peak_params
+    assert tuple(model.peak_params["loss_class_weights"]) == training.DEFAULT_CLASS_WEIGHTS[1:]  # divided out
 
 
 def test_resume_continues_at_the_saved_step_and_matches_an_uninterrupted_run(tmp_path, capsys):

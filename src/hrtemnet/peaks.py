@@ -8,7 +8,13 @@ score is the (unsmoothed) foreground probability at its maximum, and columns wit
 (`evaluation.choose_peak_config` relies on this). The position is refined to sub-pixel precision by the centre
 of mass of the peak above half its height (weights fall to zero at the edge of that region, so
 pixelisation biases it very little); the class is the one with the largest class probability
-summed over a disk of `class_radius_A`.
+summed over a disk of `class_radius_A`, after dividing out the weights the training loss gave the classes
+(`loss_class_weights`, when the model records them).
+
+Why divide: a network trained with class-weighted cross-entropy outputs p(c) proportional to w_c times the
+posterior, so with S (vacancy) weighted 3x it calls a column S whenever it is 1/4 sure. Where columns are
+ambiguous (amorphous carbon on the specimen) that invents vacancies; divided out, the decision is the most
+probable class again (docs/realism.md: the S-vacancy fraction under carbon).
 """
 
 from __future__ import annotations
@@ -39,8 +45,16 @@ class PeakConfig:
     # Maxima are located on the foreground smoothed by this Gaussian σ: a saturated (flat-topped) or
     # noisy column then has one maximum near its middle, not many at random, even at its rim.
     smoothing_A: float = 0.15
+    # The training loss's weights of the column classes (Mo, S2, S), divided out of the class decision (module
+    # doc). None: plain argmax (model files written before models recorded them).
+    loss_class_weights: tuple[float, ...] | None = None
 
     def __post_init__(self):
+        if self.loss_class_weights is not None:
+            self.loss_class_weights = tuple(float(w) for w in self.loss_class_weights)
+            if len(self.loss_class_weights) != NUM_LABELS - 1 or not all(w > 0 for w in self.loss_class_weights):
+                raise ValueError(f"loss_class_weights must be {NUM_LABELS - 1} positive numbers (Mo, S2, S), "
+                                 f"got {self.loss_class_weights}")
         if not 0.0 <= self.threshold < 1.0:
             raise ValueError(f"threshold must be in [0, 1), got {self.threshold}")
         if self.min_distance_A <= 0 or self.class_radius_A <= 0:
@@ -78,7 +92,8 @@ def extract_columns(
     if len(peaks) == 0:
         return Columns.empty()
     rows_cols = _refine_peaks(foreground, peaks, config.refine_fraction)
-    class_index = _classify_peaks(probabilities, peaks, config.class_radius_A / sampling_A)
+    class_index = _classify_peaks(probabilities, peaks, config.class_radius_A / sampling_A,
+                                  config.loss_class_weights)
     return Columns(rows_cols[:, ::-1] * sampling_A, class_index, heights)
 
 
@@ -99,13 +114,16 @@ def _refine_peaks(foreground: np.ndarray, peaks: np.ndarray, refine_fraction: fl
     return np.array(ndimage.center_of_mass(weights, basins, labels)).reshape(-1, 2)
 
 
-def _classify_peaks(probabilities: np.ndarray, peaks: np.ndarray, radius_px: float) -> np.ndarray:
-    """Class with the largest class probability summed over a disk around each peak."""
-    return np.argmax(class_shares(probabilities, peaks, radius_px), axis=1)
+def _classify_peaks(probabilities: np.ndarray, peaks: np.ndarray, radius_px: float,
+                    loss_class_weights: tuple[float, ...] | None = None) -> np.ndarray:
+    """The class with the largest share (`class_shares`) at each peak."""
+    return np.argmax(class_shares(probabilities, peaks, radius_px, loss_class_weights), axis=1)
 
 
-def class_shares(probabilities: np.ndarray, peaks: np.ndarray, radius_px: float) -> np.ndarray:
-    """`(n, n_classes)`: each class's share of the class probability summed over a disk around each peak.
+def class_shares(probabilities: np.ndarray, peaks: np.ndarray, radius_px: float,
+                 loss_class_weights: tuple[float, ...] | None = None) -> np.ndarray:
+    """`(n, n_classes)`: each class's share of the class probability summed over a disk around each peak,
+    each divided by its training loss weight if given (module doc).
 
     `peaks` are integer (row, col) pixels; rows sum to 1 (the classes compete, background is left out).
     """
@@ -114,5 +132,6 @@ def class_shares(probabilities: np.ndarray, peaks: np.ndarray, radius_px: float)
     summed = np.stack(
         [ndimage.correlate(channel, footprint, mode="constant") for channel in probabilities[1:]]
     )[:, peaks[:, 0], peaks[:, 1]].T
+    if loss_class_weights is not None:
+        summed = summed / np.asarray(loss_class_weights, dtype=np.float64)
     return summed / np.maximum(summed.sum(axis=1, keepdims=True), 1e-300)
-

@@ -112,7 +112,8 @@ def _columns_and_class_shares(model, images: np.ndarray, sampling_A: float, sour
     columns = columns.subset(inside)
     pixels = np.clip(np.rint(columns.xy_A[:, ::-1] / model.sampling_A).astype(np.int64), 0,
                      np.array(probabilities.shape[1:]) - 1)
-    return columns, class_shares(probabilities, pixels, config.class_radius_A / model.sampling_A)
+    return columns, class_shares(probabilities, pixels, config.class_radius_A / model.sampling_A,
+                                 config.loss_class_weights)
 
 
 @dataclass

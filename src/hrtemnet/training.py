@@ -299,7 +299,9 @@ def validate(net: torch.nn.Module, dataset: FocalSeriesDataset, class_weights: t
         size_A = (labels.shape[1] * sampling, labels.shape[0] * sampling)
         validation.append((torch.softmax(logits, 1)[0].double().numpy(), truth, size_A))
     net.train(was_training)
-    peak_config = choose_peak_config(validation, sampling, PeakConfig())
+    # the class decision divides out the loss's class weights (peaks module doc); recorded with the model
+    peak_config = choose_peak_config(validation, sampling,
+                                     PeakConfig(loss_class_weights=tuple(class_weights[1:].tolist())))
     scores = [score_image(truth, extract_columns(p, sampling, peak_config), size) for p, truth, size in validation]
     return {"val_loss": float(np.mean(losses)), "val_f1": float(np.mean([s.f1 for s in scores])),
             "val_position_f1": float(np.mean([s.position_f1 for s in scores])),
