@@ -31,9 +31,10 @@
 #     `STAGE=8 STEPS=9000 SEED=9 DEFOCUS_INPUT=1 STORES="train carbon_heavy seed_focus" MODELS=unet bash train.sh`
 #     (from stage 7) and the same with `MODELS=msd INIT_FROM=experiments/realism/checkpoints/stage5_defocus_msd.pt`.
 #     Both kept as final.pt (annealed): checkpoints/stage8_defocus_{unet,msd}_final.pt (RESULTS.md says why).
-#   stage 9 (started at 18:57 on 2026-11-29, dies with the session; resume by rerunning): `STAGE=9 STEPS=16000 SEED=10
-#     DEFOCUS_INPUT=1 STORES="train carbon_heavy seed_focus" MODELS=unet
-#     INIT_FROM=experiments/realism/checkpoints/stage8_defocus_unet_final.pt bash train.sh` (absolute INIT_FROM path).
+#   stage 9 (U-net, hard cases weighted up: each hard-case store listed twice, so half the draws are hard cases):
+#     `STAGE=9 STEPS=6000 SEED=10 DEFOCUS_INPUT=1 STORES="train carbon_heavy carbon_heavy seed_focus seed_focus"
+#     MODELS=unet INIT_FROM=$PWD/checkpoints/stage8_defocus_unet_final.pt OUT_DIR=$PWD/../../runs/realism/stage9_defocus_hard
+#     bash train.sh`, from the stage-8 final weights.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 data="${DATA_DIR:-$here/../../work_data/realism}"
