@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -541,7 +542,7 @@ class ConcatenatedStores:
                                for s in self.stores])
 
 
-def open_stores(paths: list[str | Path]):
+def open_stores(paths: Sequence[str | Path]):
     """One store, or several read as one."""
     stores = [open_store(p) for p in paths]
     return stores[0] if len(stores) == 1 else ConcatenatedStores(stores)
