@@ -359,7 +359,7 @@ def _check_config(config: TrainConfig, source) -> None:
 
 def dataset_paths(dataset: str | list[str]) -> list[str]:
     """The training store(s) of `TrainConfig.dataset`: one path, or several read as one."""
-    return [dataset] if isinstance(dataset, str | Path) else [str(p) for p in dataset]
+    return [str(dataset)] if isinstance(dataset, str | Path) else [str(p) for p in dataset]
 
 
 def _open_source(dataset: str | list[str]):
