@@ -13,3 +13,8 @@ hrtemnet simulate "$data/train.zarr" --n "${N_TRAIN:-10000}" --seed 11 --config 
 # window's defocus, with today's carbon and tilt). `hrtemnet train` draws from the union of the stores it is given.
 hrtemnet simulate "$data/carbon_heavy.zarr" --n "${N_MIX:-2500}" --seed 21 --config "$here/carbon_heavy.json" --phonons 4 --workers "${WORKERS:-1}"
 hrtemnet simulate "$data/seed_focus.zarr" --n "${N_MIX:-2500}" --seed 22 --config "$here/seed_focus.json" --phonons 4 --workers "${WORKERS:-1}"
+# Stage 10's extra stores: the validation protocol is lost at 30-50 Å astigmatism and the high-defocus edge at
+# > 40 Å astigmatism with first defocus 60-90 Å (RESULTS.md, "Stage 8"): every series with 25-50 Å astigmatism over
+# the whole window, and the same at the underfocus end with large steps.
+hrtemnet simulate "$data/astig_high.zarr" --n "${N_MIX:-2500}" --seed 23 --config "$here/astig_high.json" --phonons 4 --workers "${WORKERS:-1}"
+hrtemnet simulate "$data/astig_high_defocus.zarr" --n "${N_EDGE:-1500}" --seed 24 --config "$here/astig_high_defocus.json" --phonons 4 --workers "${WORKERS:-1}"

@@ -123,7 +123,8 @@ def predict(series, sampling_A=None, model="msd", align: bool = True, border_A: 
     if threshold is not None:
         peak_config = replace(peak_config, threshold=threshold)
     parts = split_stack(stack)
-    drifts, drift_warnings = np.zeros((len(parts), 2)), [[] for _ in parts]
+    drifts = np.zeros((len(parts), 2))
+    drift_warnings: list[list[str]] = [[] for _ in parts]
     frames = []
     for index, part in enumerate(parts):
         prediction = predict_focal_series(loaded, part, peak_config, align, border_A, source)

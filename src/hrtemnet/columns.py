@@ -50,9 +50,9 @@ class Columns:
     @classmethod
     def from_table(cls, table) -> Columns:
         """Columns from a table with `x_A, y_A, class[, score]` columns (`hrtemnet.predict`'s DataFrame)."""
+        scores = np.asarray(table["score"], dtype=float) if "score" in table else np.ones(len(table))
         return cls(np.asarray(table[["x_A", "y_A"]], dtype=float),
-                   [class_index_of(name) for name in table["class"]],
-                   np.asarray(table["score"], dtype=float) if "score" in table else None)
+                   np.array([class_index_of(name) for name in table["class"]], dtype=np.int64), scores)
 
     def counts(self) -> dict[str, int]:
         return {name: int(np.sum(self.class_index == i)) for i, name in enumerate(CLASS_NAMES)}

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -28,7 +29,7 @@ from hrtemnet.errors import UserError
 from hrtemnet.progress import progress_bar
 from hrtemnet.simulation import OpticsRanges, SimulationConfig, simulate_focal_series
 from hrtemnet.structures import StructureConfig, random_structure
-from hrtemnet.validation import validate_config, writable_folder
+from hrtemnet.validation import lists_as_tuples, validate_config, writable_folder
 
 STORE_FORMAT = "hrtemnet-series-v1"
 STRUCTURE_PARAM_NAMES = ("structure_kind", "rotation_rad", "flake_radius_A", "single_s_vacancy_rate",
@@ -70,8 +71,7 @@ class DatasetConfig:
                 if bad:
                     raise UserError(f"unknown field(s) {', '.join(sorted(bad))} in config section {name!r}; "
                                     f"known: {', '.join(sorted(section_fields))}")
-                converted = {k: tuple(v) if isinstance(v, list) else v for k, v in value.items()}
-                kwargs[name] = sections[name](**converted)
+                kwargs[name] = sections[name](**lists_as_tuples(value))
             else:
                 kwargs[name] = value
         return cls(**kwargs).validate()
@@ -251,7 +251,7 @@ def _vibration_table_record(config: DatasetConfig) -> dict | None:
                        for (e, c), (xy, z) in sorted(table.entries.items())]}
 
 
-def open_group(path: str | Path, mode: str = "r"):
+def open_group(path: str | Path, mode: Literal["r", "r+"] = "r"):
     """The zarr group of a dataset store, checked to hold all its arrays (UserError otherwise)."""
     import zarr
 
@@ -267,6 +267,8 @@ def open_group(path: str | Path, mode: str = "r"):
     for name in ARRAY_NAMES:
         try:
             array = group[name]
+            if not isinstance(array, zarr.Array):
+                raise ValueError
             # float arrays only: no object dtype whose chunks a codec would unpickle
             if array.shape[0] != group.attrs.get("n") or np.dtype(array.dtype).kind != "f":
                 raise ValueError
@@ -538,8 +540,13 @@ class ConcatenatedStores:
         return store.read_params(local)
 
     def completed(self) -> np.ndarray:
-        return np.concatenate([s.completed() if hasattr(s, "completed") else np.ones(len(s), bool)
-                               for s in self.stores])
+        return np.concatenate([completed_mask(store) for store in self.stores])
+
+
+def completed_mask(source) -> np.ndarray:
+    """Which samples were simulated (a store being written may have gaps; a source without `completed` has none)."""
+    completed = getattr(source, "completed", None)
+    return completed() if completed is not None else np.ones(len(source), dtype=bool)
 
 
 def open_stores(paths: Sequence[str | Path]):

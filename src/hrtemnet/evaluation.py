@@ -532,7 +532,8 @@ def load_condition(path: str | Path) -> Condition:
                               align=data.get("align", True), n=data.get("n", 20), seed=data.get("seed", 500),
                               description=data.get("description", ""))
         validate_config(condition)
-        condition.drift_A_range = tuple(float(v) for v in condition.drift_A_range)
+        low_A, high_A = (float(v) for v in condition.drift_A_range)
+        condition.drift_A_range = (low_A, high_A)
         if condition.n < 1:
             raise UserError(f"n = {condition.n} must be at least 1")
     except (TypeError, ValueError) as error:  # UserError is a ValueError

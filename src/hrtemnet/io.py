@@ -23,6 +23,7 @@ import re
 import stat
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 from scipy import ndimage
@@ -261,9 +262,10 @@ def resampled_shape(shape: tuple[int, int], from_sampling_A: float, to_sampling_
     """The `(H, W)` that `resample_series` gives, without resampling."""
     factor = to_sampling_A / from_sampling_A
     if _same_sampling(factor):
-        return tuple(shape)
+        return shape[0], shape[1]
     # the last output centre must not pass the last input centre (1e-9: float round-off of exact ratios)
-    return tuple(int(np.floor((n - 1) / factor + 1e-9)) + 1 for n in shape)
+    height, width = (int(np.floor((n - 1) / factor + 1e-9)) + 1 for n in shape)
+    return height, width
 
 
 def _same_sampling(factor: float) -> bool:
@@ -353,7 +355,7 @@ def _read_tiff(path: Path) -> _Read:
     try:
         with tifffile.TiffFile(path) as tif:
             data = tif.asarray()
-            page = tif.pages[0]
+            page = cast(tifffile.TiffPage, tif.pages[0])  # the first page is always a full page, never a frame
             imagej = tif.imagej_metadata or {}
             photometric = page.photometric
             x_resolution = page.tags.get("XResolution")

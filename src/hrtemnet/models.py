@@ -128,9 +128,10 @@ class _MSDLayers(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_maps):
-        maps, biases, *weights = ctx.saved_tensors
+        saved = ctx.saved_tensors
+        maps, biases, weights = saved[0], saved[1], list(saved[2:])
         group_size, width, in_channels = ctx.group_size, ctx.width, ctx.in_channels
-        depth, batch, height, width_px = len(weights), *maps.shape[1:]
+        depth, (batch, height, width_px) = len(weights), maps.shape[1:]
         grad = grad_maps.clone()  # the one gradient buffer, accumulated in place
         grad_flat, flat = grad.view(grad.shape[0], -1), maps.view(maps.shape[0], -1)
         grad_weights = [None] * depth
@@ -195,7 +196,7 @@ def _msd_forward_strips(net: MSDNet, x: torch.Tensor, strip_rows: int = MSD_STRI
     pad = max(layer_d)
     hp, wp = height + 2 * pad, width_px + 2 * pad
     weights, biases = [t.detach() for t in net.weights], net.biases.detach()
-    final_w, final_b = net.final.weight.view(net.out_channels, -1), net.final.bias.view(-1, 1, 1)
+    final_w, final_b = net.final.weight.view(net.out_channels, -1), net.final_bias.view(-1, 1, 1)
     out = x.new_empty((x.shape[0], net.out_channels, height, width_px))
     maps = x.new_empty((c_in + depth * w, hp, wp))  # every element is written before it is read
     flat, maps_np = maps.view(maps.shape[0], -1), maps.numpy()
@@ -203,7 +204,7 @@ def _msd_forward_strips(net: MSDNet, x: torch.Tensor, strip_rows: int = MSD_STRI
     threads = max(1, min(threads, len(groups)))
     finished = np.zeros(len(groups), dtype=np.int64)  # image rows every map of a group has finished (and padded)
     progress = threading.Condition()
-    failed = []
+    failed: list[BaseException] = []
 
     def as_index(values) -> np.ndarray:
         return np.asarray(values, dtype=np.int64)
@@ -304,13 +305,19 @@ class MSDNet(nn.Module):
         self.biases = nn.Parameter(torch.zeros(depth, width))
         self.final = nn.Conv2d(in_channels + depth * width, out_channels, kernel_size=1)
         nn.init.zeros_(self.final.weight)
-        nn.init.zeros_(self.final.bias)
+        nn.init.zeros_(self.final_bias)
 
     def _final(self, maps: torch.Tensor) -> torch.Tensor:
         """1x1 convolution over all maps of the (C, B, H, W) buffer -> (B, out, H, W)."""
         weight = self.final.weight.view(self.out_channels, -1)
         out = (weight @ maps.view(maps.shape[0], -1)).view(self.out_channels, *maps.shape[1:])
-        return (out + self.final.bias.view(-1, 1, 1, 1)).transpose(0, 1)
+        return (out + self.final_bias.view(-1, 1, 1, 1)).transpose(0, 1)
+
+    @property
+    def final_bias(self) -> torch.Tensor:
+        bias = self.final.bias
+        assert bias is not None  # built with bias=True
+        return bias
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         needs_grad = torch.is_grad_enabled() and (x.requires_grad or self.biases.requires_grad)
@@ -562,10 +569,9 @@ class FlipAverage(nn.Module):
         self.net = net
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        total = None
-        for transform in range(NUM_DIHEDRAL):
-            view = dihedral(self.net(dihedral(x, transform)), transform, inverse=True)
-            total = view if total is None else total + view
+        total = self.net(x)  # transform 0 is the identity
+        for transform in range(1, NUM_DIHEDRAL):
+            total = total + dihedral(self.net(dihedral(x, transform)), transform, inverse=True)
         return total / NUM_DIHEDRAL
 
 
@@ -591,7 +597,8 @@ class LoadedModel:
 
 def unwrap(model: nn.Module) -> nn.Module:
     """The network inside a DistributedDataParallel wrapper (or the network itself)."""
-    return model.module if hasattr(model, "module") else model
+    inner = getattr(model, "module", model)
+    return inner if isinstance(inner, nn.Module) else model
 
 
 BEST_MODEL_FILE = "best.pt"  # in a training folder: the weights with the best validation F1 (what a folder loads)

@@ -324,7 +324,7 @@ def predict_focal_series(model, series: FocalSeries, peak_config=None, align: bo
             # pulled towards it, and the spectrum's is the better estimate
             measured_sampling_A = measured.sampling_A if mis_stated and spectrum_deviation > SAMPLING_TOLERANCE \
                 else fitted_sampling_A
-    if mis_stated:
+    if mis_stated and measured_sampling_A is not None:  # mis_stated implies a measurement
         warnings.append(f"pixel size {sampling_A:.4f} Å/px ({sampling_source}) differs from the "
                         f"{measured_sampling_A:.4f} Å/px measured from the MoS2 lattice by "
                         f"{100 * (sampling_A / measured_sampling_A - 1):+.1f} %; columns will be wrong "
@@ -506,7 +506,7 @@ def read_summary_row(path: Path) -> dict:
     """Counts, S-vacancy fraction and drift from a column CSV written by `write_prediction_table`."""
     import pandas as pd
 
-    drift = (np.nan, np.nan)
+    drift: tuple[float, ...] = (np.nan, np.nan)
     with open(path) as f:
         for line in f:
             if not line.startswith("#"):
@@ -594,7 +594,7 @@ def predict_files(inputs: Sequence[str], model_spec: str = "msd", sampling: floa
     stems: set[str] = set()
     for spec in inputs:
         try:
-            stack = read_image_stack(spec, None if auto else sampling, require_sampling=False)
+            stack = read_image_stack(spec, None if isinstance(sampling, str) else sampling, require_sampling=False)
             if auto:
                 stack = replace(stack, sampling_A=float("nan"))
             stack = replace(stack, defocus_A=defocus)
@@ -661,6 +661,7 @@ def _predict_time_series(model, stack, parts, peak_config, align, border_A, sour
                 result = _predict_one(model, part, peak_config, align, border_A, source, out_dir, fmt, plot,
                                       sha256, model_label, command, drifts[index], index, len(parts),
                                       drift_warnings[index])
+                assert result.prediction is not None  # _predict_one always predicts
                 summary = result.prediction.summary()
                 rows.append({"counts": summary.counts, "s_vacancy_fraction": summary.s_vacancy_fraction,
                              "drift_A": tuple(result.prediction.drift_A)})

@@ -18,7 +18,7 @@ from scipy import fft as sp_fft
 from scipy.ndimage import gaussian_filter
 
 from hrtemnet.errors import UserError
-from hrtemnet.validation import validate_config
+from hrtemnet.validation import lists_as_tuples, validate_config
 from hrtemnet.vibrations import VibrationTable, per_atom_sigmas, vibration_table_for
 
 DEFAULT_ENERGY_EV = 50e3
@@ -131,10 +131,9 @@ class NoiseConfig:
         """From `asdict` output (model cards, run configs); lists become tuples."""
         if data is None:
             return cls()
-        data = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
-        camera = data.pop("camera", None)
-        camera = None if camera is None else CameraConfig(
-            **{k: tuple(v) if isinstance(v, list) else v for k, v in camera.items()})
+        data = lists_as_tuples(data)
+        camera_fields = data.pop("camera", None)
+        camera = None if camera_fields is None else CameraConfig(**lists_as_tuples(camera_fields))
         return cls(**data, camera=camera)
 
 
@@ -293,6 +292,7 @@ def _fft_plans(name: str, shape: tuple[int, ...], real: bool = False) -> tuple:
             pass
     wisdom = pyfftw.export_wisdom()
     flags, axes = ("FFTW_MEASURE", "FFTW_DESTROY_INPUT"), (-2, -1)
+    plans: tuple  # (data, spectrum, forward, backward) for real transforms, (data, forward, backward) otherwise
     if real:
         data = pyfftw.empty_aligned(shape, dtype="float32")
         spectrum = pyfftw.empty_aligned((*shape[:-1], shape[-1] // 2 + 1), dtype="complex64")
@@ -605,7 +605,7 @@ def _threaded_intensities(configurations: list[list[dict]], arrays: _SliceArrays
     from collections import deque
     from concurrent.futures import ThreadPoolExecutor
 
-    free_slots = queue.SimpleQueue()
+    free_slots: queue.SimpleQueue[int] = queue.SimpleQueue()
     for slot in range(threads):  # buffers and plans made here: FFTW's planner is not thread-safe
         _fft_plans(f"wave {slot}", arrays.gpts), _fft_plans(f"transmission {slot}", arrays.gpts)
         spectrum = _fft_plans(f"potential {slot}", arrays.gpts, True)[1]
@@ -621,7 +621,7 @@ def _threaded_intensities(configurations: list[list[dict]], arrays: _SliceArrays
             free_slots.put(slot)
 
     with ThreadPoolExecutor(threads) as pool:
-        pending = deque()
+        pending: deque = deque()
         for slices in configurations:
             pending.append(pool.submit(run, slices))
             if len(pending) > threads:

@@ -139,7 +139,7 @@ def graphene_positions(extent: np.ndarray, rng: np.random.Generator) -> tuple[np
     """Carbon xy positions of a randomly rotated, shifted graphene sheet cut to the periodic cell."""
     rotation = rng.uniform(0, 2 * np.pi)
     basis = _hexagonal_basis(GRAPHENE_LATTICE_A)
-    radius = np.linalg.norm(extent) * 0.75
+    radius = float(np.linalg.norm(extent)) * 0.75
     points = _lattice_points(basis, radius)
     xy = np.concatenate([points, points + (basis[0] + basis[1]) / 3]) @ _rotation(rotation).T
     xy = xy + extent / 2 + rng.uniform(0, GRAPHENE_LATTICE_A, size=2)
@@ -284,7 +284,7 @@ def random_structure(rng: np.random.Generator, config: StructureConfig | None = 
     rotation = rng.uniform(0, 2 * np.pi)
     if kind == "sheet":
         centre = extent / 2 + rng.uniform(-MOS2_LATTICE_A, MOS2_LATTICE_A, size=2)
-        xy, classes = mos2_columns(rotation, centre, np.linalg.norm(extent) * 0.75)
+        xy, classes = mos2_columns(rotation, centre, float(np.linalg.norm(extent)) * 0.75)
         inside = np.all((xy >= 0) & (xy < extent), axis=1)
         xy, classes = xy[inside], classes[inside]
         keep = _remove_periodic_overlaps(xy, extent, MIN_COLUMN_SEPARATION_A)

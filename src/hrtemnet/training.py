@@ -28,6 +28,7 @@ import random
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -88,8 +89,9 @@ def render_label_map(columns: Columns, shape: tuple[int, int], sampling_A: float
 
 def usable_indices(source) -> np.ndarray:
     """Indices of samples that were simulated (a store being written may have gaps)."""
-    completed = getattr(source, "completed", None)
-    return np.flatnonzero(completed()) if completed is not None else np.arange(len(source))
+    from hrtemnet.dataset import completed_mask  # lazily: dataset imports abTEM
+
+    return np.flatnonzero(completed_mask(source))
 
 
 @dataclass
@@ -398,7 +400,8 @@ def train(config: TrainConfig, source=None, val_source=None) -> TrainResult:
     optimizer = torch.optim.Adam(net.parameters(), lr=config.learning_rate)
     out_dir = Path(config.out_dir)
     checkpoint_path, log_path = out_dir / CHECKPOINT_NAME, out_dir / LOG_NAME
-    start_step, best = 0, {"val_f1": -1.0, "step": None}
+    best: dict[str, Any] = {"val_f1": -1.0, "step": None}  # no best step before the first validation
+    start_step = 0
     if config.resume and checkpoint_path.exists():
         start_step, best = _load_checkpoint(checkpoint_path, config, net, optimizer)
         if is_main:
@@ -496,6 +499,7 @@ def train(config: TrainConfig, source=None, val_source=None) -> TrainResult:
 
 def _initial_model(config: TrainConfig):
     """The model file of `--init-from`, checked against the requested network (its size is taken from the file)."""
+    assert config.init_from is not None  # called only with --init-from
     initial = load_model(config.init_from)
     if initial.name != config.model:
         raise UserError(f"--init-from {config.init_from} holds a {initial.name} model, not {config.model}")

@@ -20,6 +20,7 @@ import os
 import tempfile
 from dataclasses import fields, is_dataclass
 from pathlib import Path
+from typing import Any
 
 from hrtemnet.errors import UserError
 
@@ -28,6 +29,11 @@ SIGNED_WORDS = ("defocus", "offset", "shift")
 SIGNED_SUFFIXES = ("_rad",)
 POSITIVE_PREFIXES = ("sampling", "energy", "dose", "gain_counts", "field_of_view", "oversampling")
 MINIMUM_COUNTS = {"num_defocus": 1}
+
+
+def lists_as_tuples(values: dict) -> dict[str, Any]:
+    """Config fields read from JSON (model cards, config files): lists become the tuples the dataclasses hold."""
+    return {key: tuple(value) if isinstance(value, list) else value for key, value in values.items()}
 
 
 def validate_config(config, path: str = ""):

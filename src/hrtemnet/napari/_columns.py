@@ -33,7 +33,8 @@ POINT_SIZE_A = 0.9
 # napari's names for the markers of our figures (matplotlib o, s, ^).
 NAPARI_SYMBOLS = {"o": "disc", "s": "square", "^": "triangle_up"}
 # A column the user adds by hand: an S2 column (the most common class), certain, no probabilities.
-HAND_ADDED_FEATURES = {"class": "S2", "score": 1.0}
+HAND_ADDED_CLASS = "S2"
+HAND_ADDED_FEATURES = {"class": HAND_ADDED_CLASS, "score": 1.0}
 # Keys that give the selected points a class: Mo, double S, single S (with Shift: plain letters and digits
 # switch napari's layer modes).
 CLASS_KEYS = {"Mo": "Shift-M", "S2": "Shift-D", "S": "Shift-S"}
@@ -179,7 +180,7 @@ def columns_layer(table: pd.DataFrame, image) -> napari.layers.Points:
         units=tuple(image.units[-2:]),
         metadata={METADATA_KEY: info},
     )
-    layer.current_symbol = symbols[HAND_ADDED_FEATURES["class"]]
+    layer.current_symbol = symbols[HAND_ADDED_CLASS]
     for name, key in CLASS_KEYS.items():
         layer.bind_key(key, partial(set_class, name=name), overwrite=True)
     return layer

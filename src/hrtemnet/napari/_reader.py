@@ -22,8 +22,8 @@ def get_reader(path: str | list[str]):
         if len(path) != 1:
             return None  # napari hands several files over one by one unless stacking; one series per layer
         path = path[0]
-    path = Path(path)
-    if path.is_dir() or path.suffix.lower() in IMAGE_SUFFIXES:
+    candidate = Path(path)
+    if candidate.is_dir() or candidate.suffix.lower() in IMAGE_SUFFIXES:
         return read_series
     return None
 
