@@ -34,7 +34,13 @@
 #   stage 9 (U-net, hard cases weighted up: each hard-case store listed twice, so half the draws are hard cases):
 #     `STAGE=9 STEPS=6000 SEED=10 DEFOCUS_INPUT=1 STORES="train carbon_heavy carbon_heavy seed_focus seed_focus"
 #     MODELS=unet INIT_FROM=$PWD/checkpoints/stage8_defocus_unet_final.pt OUT_DIR=$PWD/../../runs/realism/stage9_defocus_hard
-#     bash train.sh`, from the stage-8 final weights.
+#     bash train.sh`, from the stage-8 final weights. The MSD-net on the identical recipe: the same with `MODELS=msd
+#     INIT_FROM=$PWD/checkpoints/stage8_defocus_msd_final.pt`.
+#   stage 10 (U-net, plus the high-astigmatism stores of generate.sh: 58 % of the draws hard cases), 12,000 steps
+#     from the stage-9 final weights: `STAGE=10 STEPS=12000 SEED=11 DEFOCUS_INPUT=1 STORES="train carbon_heavy
+#     carbon_heavy seed_focus seed_focus astig_high astig_high_defocus" MODELS=unet
+#     INIT_FROM=$PWD/checkpoints/stage9_hard_unet_final.pt OUT_DIR=$PWD/../../runs/realism/stage10_defocus_astig
+#     bash train.sh`.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 data="${DATA_DIR:-$here/../../work_data/realism}"
