@@ -7,6 +7,8 @@ are the ones evaluated. Stage 8 and 9 were kept with
     python experiments/realism/keep_weights.py 8_defocus --final
     python experiments/realism/keep_weights.py 9_defocus_hard unet --final \\
         --to experiments/realism/checkpoints/stage9_hard_unet_final.pt
+and stage 10's U-net and stage 9's MSD-net with `10_defocus_astig unet --final --to .../stage10_astig_unet_final.pt`
+and `9_defocus_hard msd --final --to .../stage9_hard_msd_final.pt`.
 """
 
 import argparse
