@@ -40,6 +40,12 @@
 #     from the stage-9 final weights: `STAGE=10 STEPS=12000 SEED=11 DEFOCUS_INPUT=1 STORES="train carbon_heavy
 #     carbon_heavy seed_focus seed_focus astig_high astig_high_defocus" MODELS=unet
 #     INIT_FROM=$PWD/checkpoints/stage9_hard_unet_final.pt OUT_DIR=$PWD/../../runs/realism/stage10_defocus_astig
+#     bash train.sh`. The MSD-net on the same stores, 5,000 steps (what the session had time for) from its stage 9:
+#     `STAGE=10 STEPS=5000 ... MODELS=msd INIT_FROM=$PWD/checkpoints/stage9_hard_msd_final.pt` (same OUT_DIR).
+#   stage 11 (U-net, carbon weighted up: carbon_heavy listed three times), 10,000 steps from the stage-10 final
+#     weights: `STAGE=11 STEPS=10000 SEED=12 DEFOCUS_INPUT=1 STORES="train carbon_heavy carbon_heavy carbon_heavy
+#     seed_focus seed_focus astig_high astig_high_defocus" MODELS=unet
+#     INIT_FROM=$PWD/checkpoints/stage10_astig_unet_final.pt OUT_DIR=$PWD/../../runs/realism/stage11_defocus_carbon
 #     bash train.sh`.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
