@@ -18,3 +18,6 @@ hrtemnet simulate "$data/seed_focus.zarr" --n "${N_MIX:-2500}" --seed 22 --confi
 # the whole window, and the same at the underfocus end with large steps.
 hrtemnet simulate "$data/astig_high.zarr" --n "${N_MIX:-2500}" --seed 23 --config "$here/astig_high.json" --phonons 4 --workers "${WORKERS:-1}"
 hrtemnet simulate "$data/astig_high_defocus.zarr" --n "${N_EDGE:-1500}" --seed 24 --config "$here/astig_high_defocus.json" --phonons 4 --workers "${WORKERS:-1}"
+# Stage 12's store: carbon F1 stopped moving with more draws of the same 2,500 carbon-heavy series (stage 11), so
+# new carbon-heavy series (same config, another seed).
+hrtemnet simulate "$data/carbon_heavy2.zarr" --n "${N_CARBON2:-2000}" --seed 25 --config "$here/carbon_heavy.json" --phonons 4 --workers "${WORKERS:-1}"
