@@ -47,6 +47,11 @@
 #     seed_focus seed_focus astig_high astig_high_defocus" MODELS=unet
 #     INIT_FROM=$PWD/checkpoints/stage10_astig_unet_final.pt OUT_DIR=$PWD/../../runs/realism/stage11_defocus_carbon
 #     bash train.sh`.
+#   stage 12 (U-net, new carbon-heavy series: carbon_heavy2, listed twice), 3,000 steps (what the session had left)
+#     from the stage-10 final weights: `STAGE=12 STEPS=3000 SEED=13 DEFOCUS_INPUT=1 STORES="train carbon_heavy
+#     carbon_heavy2 carbon_heavy2 seed_focus seed_focus astig_high astig_high_defocus" MODELS=unet
+#     INIT_FROM=$PWD/checkpoints/stage10_astig_unet_final.pt OUT_DIR=$PWD/../../runs/realism/stage12_defocus_carbon2
+#     bash train.sh`.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 data="${DATA_DIR:-$here/../../work_data/realism}"
