@@ -13,6 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 import hrtemnet
+from hrtemnet import peaks
 from hrtemnet.cli import app
 from hrtemnet.columns import CLASS_NAMES
 from hrtemnet.errors import UserError
@@ -264,6 +265,12 @@ def test_an_interrupted_run_resumes_to_the_uninterrupted_result(tmp_path, monkey
     assert len(flipped.calls) == 2 * 2 * 4 and all(call["flip_average"] for call in flipped.calls)
     assert set(pd.read_csv(tmp_path / "resumed" / "per_image.csv").model) == {"msd", "msd +flips", "unet",
                                                                               "unet +flips"}
+    # scores read off the network output by another peak extraction are not reused: the models are rescored
+    monkeypatch.setattr(peaks, "PEAK_EXTRACTION_VERSION", peaks.PEAK_EXTRACTION_VERSION + 1)
+    rescored = FakePredict()
+    monkeypatch.setattr(hrtemnet, "predict", rescored)
+    run_conditions(conditions[:1], models, tmp_path / "resumed", n=4, workers=0, progress=False)
+    assert len(rescored.calls) == 2 * 4
 
 
 # ---- the command, end to end with the shipped network -----------------------------------------------------

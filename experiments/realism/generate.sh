@@ -21,3 +21,4 @@ hrtemnet simulate "$data/astig_high_defocus.zarr" --n "${N_EDGE:-1500}" --seed 2
 # Stage 12's store: carbon F1 stopped moving with more draws of the same 2,500 carbon-heavy series (stage 11), so
 # new carbon-heavy series (same config, another seed).
 hrtemnet simulate "$data/carbon_heavy2.zarr" --n "${N_CARBON2:-2000}" --seed 25 --config "$here/carbon_heavy.json" --phonons 4 --workers "${WORKERS:-1}"
+hrtemnet simulate "$data/carbon_heavy3.zarr" --n "${N_CARBON3:-6000}" --seed 26 --config "$here/carbon_heavy.json" --phonons 4 --workers "${WORKERS:-1}"

@@ -740,6 +740,7 @@ def run_conditions(conditions: Sequence[Condition], model_specs: Sequence[str], 
 
     import hrtemnet
     from hrtemnet.models import flip_average_name, load_model
+    from hrtemnet.peaks import PEAK_EXTRACTION_VERSION
     from hrtemnet.prediction import model_sha256
     from hrtemnet.progress import progress_bar
 
@@ -753,8 +754,9 @@ def run_conditions(conditions: Sequence[Condition], model_specs: Sequence[str], 
         torch.set_num_threads(threads)
     variants = flip_variants(model_specs, flip_average)
     models = [load_model(spec, flip_average=flip) for spec, _, flip in variants]  # all checked before simulating
-    # the scores' key in a resumed folder
-    hashes = [flip_average_name(model_sha256(spec), flip) for spec, _, flip in variants]
+    # the scores' key in a resumed folder: the model file, flips, and the peak extraction that read its output
+    hashes = [f"{flip_average_name(model_sha256(spec), flip)} peaks-v{PEAK_EXTRACTION_VERSION}"
+              for spec, _, flip in variants]
     names = [name for _, name, _ in variants]
     out_dir = Path(out_dir)
     scores: dict[tuple[str, str], list[ImageScore]] = {}

@@ -29,6 +29,11 @@ from skimage.segmentation import watershed
 
 from hrtemnet.columns import BACKGROUND_LABEL, NUM_LABELS, Columns
 
+# Raised whenever `extract_columns` changes which columns it finds: scores cached by `hrtemnet evaluate --condition`
+# are keyed by it, so a rerun after such a change rescores instead of reusing stale results.
+# 2: local maxima over a disk of min_distance_A, not a square.
+PEAK_EXTRACTION_VERSION = 2
+
 # Smoothed maxima below this are never columns; keeps background noise out of the refinement.
 DETECTION_FLOOR = 0.05
 
@@ -80,9 +85,13 @@ def extract_columns(
         raise ValueError(f"probabilities must have shape ({NUM_LABELS}, H, W), got {probabilities.shape}")
     foreground = foreground_probability(probabilities)
     smoothed = ndimage.gaussian_filter(foreground, config.smoothing_A / sampling_A, mode="nearest")
+    min_distance_px = max(1, round(config.min_distance_A / sampling_A))
     peaks = peak_local_max(
         smoothed,
-        min_distance=max(1, round(config.min_distance_A / sampling_A)),
+        min_distance=min_distance_px,
+        # A disk, not skimage's default square: the square's corners reach 1.41 x min_distance, so a column whose
+        # neighbour 1.83 Å away lies near the diagonal was suppressed whenever the neighbour was a little higher.
+        footprint=disk(min_distance_px).astype(bool),
         threshold_abs=DETECTION_FLOOR,  # the threshold applies to the unsmoothed height below
         exclude_border=False,  # border columns are the metric's business, not the detector's
         p_norm=2,  # Euclidean distance, as the minimum distance is physical
