@@ -52,6 +52,12 @@
 #     carbon_heavy2 carbon_heavy2 seed_focus seed_focus astig_high astig_high_defocus" MODELS=unet
 #     INIT_FROM=$PWD/checkpoints/stage10_astig_unet_final.pt OUT_DIR=$PWD/../../runs/realism/stage12_defocus_carbon2
 #     bash train.sh`.
+#   stage 13 (U-net, 6,000 more new carbon-heavy series: carbon_heavy3 of generate.sh; 36 % of the series listed are
+#     carbon-heavy, each of the 10,500 drawn about twice), 15,000 steps from the stage-10 final weights, the first run
+#     selected with the disk-neighbourhood peak extraction: `STAGE=13 STEPS=15000 SEED=14 DEFOCUS_INPUT=1 STORES="train
+#     carbon_heavy carbon_heavy2 carbon_heavy3 seed_focus seed_focus astig_high astig_high_defocus" MODELS=unet
+#     INIT_FROM=$PWD/checkpoints/stage10_astig_unet_final.pt OUT_DIR=$PWD/../../runs/realism/stage13_defocus_carbon3
+#     bash train.sh`.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 data="${DATA_DIR:-$here/../../work_data/realism}"
