@@ -8,7 +8,7 @@ import pytest
 from hrtemnet.columns import NUM_LABELS, Columns
 from hrtemnet.evaluation import choose_peak_config
 from hrtemnet.metrics import match_columns
-from hrtemnet.peaks import PeakConfig, class_shares, extract_columns
+from hrtemnet.peaks import PeakConfig, class_shares, extract_columns, sublattice_vote
 
 SAMPLING_A = 0.15
 SHAPE = (128, 128)
@@ -133,3 +133,58 @@ def test_class_shares_with_loss_weights_are_the_reweighted_shares_and_name_the_d
     matched = match_columns(columns.xy_A, found.xy_A, 0.3)
     assert len(matched[0]) == len(columns)
     np.testing.assert_array_equal(found.class_index[matched[1]], np.argmax(undone[matched[0]], axis=1))
+
+
+def honeycomb(cells=5, a_A=3.16):
+    """(x, y) Å and class (0 Mo, 1 S2) of a projected 2H-MoS2 patch: every Mo's nearest neighbours (1.83 Å) are S2."""
+    a1, a2 = np.array([a_A, 0.0]), np.array([a_A / 2, a_A * np.sqrt(3) / 2])
+    cells_xy = np.array([i * a1 + j * a2 for i in range(cells) for j in range(cells)]) + 3.0
+    xy = np.concatenate([cells_xy, cells_xy + (a1 + a2) / 3])
+    return xy, np.repeat([0, 1], len(cells_xy))
+
+
+def shares_for(classes, confidence=0.8):
+    shares = np.full((len(classes), 3), (1 - confidence) / 2)
+    shares[np.arange(len(classes)), classes] = confidence
+    return shares
+
+
+def test_sublattice_vote_restores_a_patch_where_the_network_swapped_mo_and_s2():
+    xy, truth = honeycomb()
+    believed = truth.copy()
+    swapped = np.hypot(*(xy - xy.mean(axis=0)).T) < 3.5  # a patch in the middle, Mo and S2 swapped together
+    believed[swapped] = 1 - believed[swapped]
+    believed[0] = 2  # and one column the network calls S (a vacancy on a Mo site: wrong; Mo is the vote)
+    assert 4 <= swapped.sum() < len(xy) / 3
+    shares = shares_for(believed, confidence=0.6)
+    assert not np.array_equal(np.argmax(shares, axis=1), truth)
+    assert np.array_equal(sublattice_vote(xy, shares), truth)
+
+
+def test_sublattice_vote_keeps_vacancies_and_stays_out_of_patches_that_are_not_one_lattice():
+    xy, truth = honeycomb()
+    truth[np.flatnonzero(truth == 1)[3]] = 2  # an S vacancy on an S2 site stays S
+    shares = shares_for(truth)
+    assert np.array_equal(sublattice_vote(xy, shares), truth)
+    # a false column at a hexagon centre bonds to three Mo and three S2: no clean 2-colouring, each keeps its own
+    centre = xy[truth == 0][6] + 2 * np.array([3.16 / 2, 3.16 * np.sqrt(3) / 6])  # 2/3 of a1 + a2 from a Mo
+    with_false = np.vstack([xy, centre])
+    assert np.sum(np.abs(np.hypot(*(xy - centre).T) - 1.83) < 0.1) >= 6
+    believed = np.append(truth, 1)
+    believed[:4] = 1 - believed[:4].clip(max=1)  # four wrong columns that a vote would otherwise fix
+    shares = shares_for(believed)
+    assert np.array_equal(sublattice_vote(with_false, shares), believed)
+    assert np.array_equal(sublattice_vote(xy[:3], shares_for(truth[:3])), truth[:3])  # too few to vote
+
+
+def test_extract_columns_applies_the_sublattice_vote_when_the_model_asks_for_it():
+    xy, truth = honeycomb(cells=4)
+    believed = truth.copy()
+    believed[:3] = 1 - believed[:3]
+    maps = probability_maps(Columns(xy, believed), sigma_A=0.3)
+    plain = extract_columns(maps, SAMPLING_A)
+    voted = extract_columns(maps, SAMPLING_A, PeakConfig(sublattice_vote=True))
+    ti, pi, _ = match_columns(xy, voted.xy_A, 0.3)
+    assert len(ti) == len(xy) == len(plain)
+    assert np.array_equal(voted.class_index[pi], truth[ti])
+    assert not np.array_equal(plain.class_index[match_columns(xy, plain.xy_A, 0.3)[1]], truth)

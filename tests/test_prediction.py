@@ -336,3 +336,29 @@ def test_flip_average_option_reaches_the_network_and_is_recorded(tmp_path):
     frame = hrtemnet.predict(images, sampling_A=0.15, model=str(path), align=False, flip_average=True)
     assert frame.attrs["model"] == f"{path} +flips"
     np.testing.assert_allclose(frame[["x_A", "y_A"]].to_numpy(), tables[True][["x_A", "y_A"]].to_numpy(), atol=1e-3)
+
+
+def test_sublattice_vote_option_reaches_the_class_decision(tmp_path, monkeypatch):
+    """`--sublattice-vote` / `sublattice_vote=True` turn the vote on for a model whose settings have it off."""
+    import hrtemnet
+    from hrtemnet import peaks
+    from hrtemnet.models import build_model, save_model_bundle
+
+    torch.manual_seed(0)
+    net = build_model("msd", depth=3)
+    torch.nn.init.normal_(net.final.weight)
+    path = save_model_bundle(tmp_path / "m.pt", net, "msd", {"depth": 3}, 0.15, {"threshold": 0.2}, {})
+    images = np.random.default_rng(0).random((3, 64, 64)).astype(np.float32)
+    np.save(tmp_path / "s.npy", images)
+    calls = []
+    real_vote = peaks.sublattice_vote
+    monkeypatch.setattr(peaks, "sublattice_vote", lambda xy, shares: calls.append(len(xy)) or real_vote(xy, shares))
+    for option in ([], ["--sublattice-vote"]):
+        result = runner.invoke(app, ["predict", str(tmp_path / "s.npy"), "--model", str(path), "--sampling", "0.15",
+                                     "--no-align", "--out-dir", str(tmp_path / f"out{len(option)}"), *option])
+        assert result.exit_code == 0, result.output
+        assert len(calls) == len(option)
+    hrtemnet.predict(images, sampling_A=0.15, model=str(path), align=False)
+    assert len(calls) == 1
+    hrtemnet.predict(images, sampling_A=0.15, model=str(path), align=False, sublattice_vote=True)
+    assert len(calls) == 2

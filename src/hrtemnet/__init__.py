@@ -49,7 +49,8 @@ def _cached_model(spec, flip_average: bool = False):
 
 
 def predict(series, sampling_A=None, model="msd", align: bool = True, border_A: float = 2.0,
-            threshold: float | None = None, defocus_A=None, flip_average: bool = False):
+            threshold: float | None = None, defocus_A=None, flip_average: bool = False,
+            sublattice_vote: bool | None = None):
     """Find and classify the atomic columns of a focal series: a table of columns.
 
     Parameters
@@ -74,6 +75,9 @@ def predict(series, sampling_A=None, model="msd", align: bool = True, border_A: 
         `--defocus-input` (it needs them); other models do not use them (a warning says so).
     flip_average : predict with the mean over the 8 flips/90° rotations of the series (test-time augmentation,
         `hrtemnet.models.FlipAverage`): 8x the network time; `df.attrs["model"]` ends in " +flips".
+    sublattice_vote : decide Mo against S2/S per patch of the 2H lattice rather than per column
+        (`hrtemnet.peaks.sublattice_vote`: fixes patches the network swapped under amorphous carbon; only for
+        single-phase 2H samples). None: the model's setting.
 
     Returns
     -------
@@ -122,6 +126,8 @@ def predict(series, sampling_A=None, model="msd", align: bool = True, border_A: 
     peak_config = PeakConfig(**(loaded.peak_params or {}))
     if threshold is not None:
         peak_config = replace(peak_config, threshold=threshold)
+    if sublattice_vote is not None:
+        peak_config = replace(peak_config, sublattice_vote=bool(sublattice_vote))
     parts = split_stack(stack)
     drifts = np.zeros((len(parts), 2))
     drift_warnings: list[list[str]] = [[] for _ in parts]

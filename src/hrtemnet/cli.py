@@ -491,6 +491,9 @@ def predict_command(
     flip_average: bool = typer.Option(False, "--flip-average", help="Predict with the mean over the 8 flips/90° "
                                       "rotations of each series (test-time augmentation: 8x the network time, "
                                       "fewer errors; docs/realism.md)."),
+    sublattice_vote: bool = typer.Option(False, "--sublattice-vote", help="Decide Mo against S2/S per patch of the "
+                                         "2H lattice, not per column: fixes patches swapped under amorphous carbon; "
+                                         "only for single-phase 2H samples (docs/realism.md)."),
 ):
     """Find and classify the columns of each focal series: a CSV per series (positions in the first image's frame).
 
@@ -521,7 +524,8 @@ def predict_command(
     for result in predict_files(inputs, model, sampling_value, out_dir, align=not no_align, border_A=border_A,
                                 threshold=threshold, plot=plot, fmt=fmt, frames_per_series=frames_per_series,
                                 dose_per_series=dose_per_series, on_error=report_error, progress=True,
-                                defocus_A=defocus, flip_average=flip_average):
+                                defocus_A=defocus, flip_average=flip_average,
+                                sublattice_vote=sublattice_vote or None):
         written += 1
         where = result.source if result.series_count == 1 else f"{result.source} [series {result.series_index}]"
         prediction = result.prediction

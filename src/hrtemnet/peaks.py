@@ -22,7 +22,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
+from scipy import ndimage, sparse
+from scipy.sparse import csgraph
+from scipy.spatial import cKDTree
 from skimage.feature import peak_local_max
 from skimage.morphology import disk
 from skimage.segmentation import watershed
@@ -53,6 +55,9 @@ class PeakConfig:
     # The training loss's weights of the column classes (Mo, S2, S), divided out of the class decision (module
     # doc). None: plain argmax (model files written before models recorded them).
     loss_class_weights: tuple[float, ...] | None = None
+    # Decide Mo against S2/S per connected patch of the 2H lattice rather than per column (`sublattice_vote`):
+    # for single-phase 2H samples only (grain and twin boundaries, other phases break its assumption).
+    sublattice_vote: bool = False
 
     def __post_init__(self):
         if self.loss_class_weights is not None:
@@ -101,9 +106,64 @@ def extract_columns(
     if len(peaks) == 0:
         return Columns.empty()
     rows_cols = _refine_peaks(foreground, peaks, config.refine_fraction)
-    class_index = _classify_peaks(probabilities, peaks, config.class_radius_A / sampling_A,
-                                  config.loss_class_weights)
-    return Columns(rows_cols[:, ::-1] * sampling_A, class_index, heights)
+    shares = class_shares(probabilities, peaks, config.class_radius_A / sampling_A, config.loss_class_weights)
+    xy_A = rows_cols[:, ::-1] * sampling_A
+    class_index = sublattice_vote(xy_A, shares) if config.sublattice_vote else np.argmax(shares, axis=1)
+    return Columns(xy_A, class_index, heights)
+
+
+# Bonds of the projected 2H lattice: Mo-S2 columns are 1.83 Å apart (a / sqrt 3); the band allows for tilt, strain
+# and position errors while staying clear of the next distance, a = 3.16 Å.
+SUBLATTICE_BOND_A = (1.5, 2.2)
+# A patch with more bonds joining columns of the same sublattice than this fraction is not one clean 2H lattice
+# (false columns at hexagon centres, a boundary): its columns keep their own decision.
+SUBLATTICE_MAX_CONFLICTS = 0.02
+SUBLATTICE_MIN_COLUMNS = 6
+
+
+def sublattice_vote(xy_A: np.ndarray, shares: np.ndarray) -> np.ndarray:
+    """Class index (Mo, S2, S) per column, with Mo against S2/S decided per patch of the lattice.
+
+    In projected 2H-MoS2 every nearest neighbour of a Mo column (1.83 Å) is an S2 or S column and vice versa, so
+    the columns joined by such bonds split into two sublattices. Under amorphous carbon the network loses the
+    sublattice in patches (Mo and S2 swapped together); the columns around them still know it. So: 2-colour each
+    connected patch along its bonds, and give Mo to the colour whose columns' class shares favour it in total
+    (sum of log p(Mo) on one colour and log p(S2 or S) on the other, against the swap); an S-type column stays
+    S2 or S by its own shares. Patches under `SUBLATTICE_MIN_COLUMNS` columns or with more than
+    `SUBLATTICE_MAX_CONFLICTS` of their bonds inside one colour keep each column's own decision.
+    """
+    xy_A = np.asarray(xy_A, dtype=np.float64).reshape(-1, 2)
+    shares = np.asarray(shares, dtype=np.float64).reshape(len(xy_A), NUM_LABELS - 1)
+    decided = np.argmax(shares, axis=1) if len(xy_A) else np.zeros(0, dtype=np.int64)
+    if len(xy_A) < SUBLATTICE_MIN_COLUMNS:
+        return decided
+    pairs = cKDTree(xy_A).query_pairs(SUBLATTICE_BOND_A[1], output_type="ndarray")
+    lengths = np.linalg.norm(xy_A[pairs[:, 0]] - xy_A[pairs[:, 1]], axis=1)
+    pairs = pairs[lengths >= SUBLATTICE_BOND_A[0]]
+    graph = sparse.coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(len(xy_A),) * 2)
+    num_patches, patch = csgraph.connected_components(graph, directed=False)
+    colour = np.zeros(len(xy_A), dtype=np.int64)
+    for start in np.unique(patch, return_index=True)[1]:
+        order, predecessors = csgraph.breadth_first_order(graph, start, directed=False)
+        for node in order[1:]:  # breadth-first order: every predecessor is coloured before its successors
+            colour[node] = 1 - colour[predecessors[node]]
+    conflicts = np.bincount(patch[pairs[:, 0]], weights=colour[pairs[:, 0]] == colour[pairs[:, 1]],
+                            minlength=num_patches)
+    bonds = np.bincount(patch[pairs[:, 0]], minlength=num_patches)
+    sizes = np.bincount(patch, minlength=num_patches)
+    log_mo = np.log(np.maximum(shares[:, 0], 1e-12))
+    log_s_type = np.log(np.maximum(shares[:, 1] + shares[:, 2], 1e-12))
+    s_type = np.where(shares[:, 1] >= shares[:, 2], 1, 2)
+    result = decided.copy()
+    for index in range(num_patches):
+        if sizes[index] < SUBLATTICE_MIN_COLUMNS or conflicts[index] > SUBLATTICE_MAX_CONFLICTS * bonds[index]:
+            continue
+        members = patch == index
+        mo_is_0 = np.where(colour == 0, log_mo, log_s_type)[members].sum()
+        mo_is_1 = np.where(colour == 1, log_mo, log_s_type)[members].sum()
+        mo_colour = 0 if mo_is_0 >= mo_is_1 else 1
+        result[members] = np.where(colour[members] == mo_colour, 0, s_type[members])
+    return result
 
 
 def _refine_peaks(foreground: np.ndarray, peaks: np.ndarray, refine_fraction: float) -> np.ndarray:
@@ -121,12 +181,6 @@ def _refine_peaks(foreground: np.ndarray, peaks: np.ndarray, refine_fraction: fl
     own_component = components == components[tuple(peaks.T)][basins - 1]
     weights = np.where(own_component, weights, 0.0)
     return np.array(ndimage.center_of_mass(weights, basins, labels)).reshape(-1, 2)
-
-
-def _classify_peaks(probabilities: np.ndarray, peaks: np.ndarray, radius_px: float,
-                    loss_class_weights: tuple[float, ...] | None = None) -> np.ndarray:
-    """The class with the largest share (`class_shares`) at each peak."""
-    return np.argmax(class_shares(probabilities, peaks, radius_px, loss_class_weights), axis=1)
 
 
 def class_shares(probabilities: np.ndarray, peaks: np.ndarray, radius_px: float,

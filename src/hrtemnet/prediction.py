@@ -541,7 +541,8 @@ def predict_files(inputs: Sequence[str], model_spec: str = "msd", sampling: floa
                   threshold: float | None = None, plot: bool = False, fmt: str = "csv",
                   frames_per_series: int = NUM_IMAGES, dose_per_series: float | None = None,
                   command: str | None = None, on_error: Callable[[str, Exception], None] | None = None,
-                  progress: bool = False, defocus_A=None, flip_average: bool = False) -> Iterator[FileResult]:
+                  progress: bool = False, defocus_A=None, flip_average: bool = False,
+                  sublattice_vote: bool | None = None) -> Iterator[FileResult]:
     """The work of `hrtemnet predict`: each input (a focal series or a stack of k of them) to tables.
 
     Parameters
@@ -556,6 +557,8 @@ def predict_files(inputs: Sequence[str], model_spec: str = "msd", sampling: floa
         (and each focal series of a time series) is taken to have been recorded at these values.
     flip_average : predict with the mean over the 8 flips/rotations of each series (`hrtemnet.models.FlipAverage`;
         8x the network time); the tables' model line says so.
+    sublattice_vote : decide Mo against S2/S per patch of the 2H lattice (`hrtemnet.peaks.sublattice_vote`; for
+        single-phase 2H samples). None: the model's setting (off for every model shipped so far).
     on_error : called with (input, error) for an input that fails (a `UserError`, or any other exception
         for a failure nobody foresaw); it is skipped and the next one runs. Without it the error is raised.
 
@@ -590,6 +593,8 @@ def predict_files(inputs: Sequence[str], model_spec: str = "msd", sampling: floa
     peak_config = PeakConfig(**(loaded.peak_params or {}))
     if threshold is not None:
         peak_config = replace(peak_config, threshold=threshold)
+    if sublattice_vote is not None:
+        peak_config = replace(peak_config, sublattice_vote=bool(sublattice_vote))
     command = command or shlex.join(["hrtemnet", *sys.argv[1:]])  # argv[1] is the command
     stems: set[str] = set()
     for spec in inputs:
