@@ -6,6 +6,14 @@ random MoS2 structures (which give the true columns), with optics drawn from DES
 dose noise at a dose drawn log-uniform in [1e4, 1e5] e/Å². Each model then predicts and is scored.
 
     python experiments/plain_abtem/check.py --n 20 --model msd --model unet [--out results.csv]
+
+`--carbon`: the realism suite's carbon condition outside our simulator: 5-10 Å of amorphous carbon on top,
+below or both in every series (our structures, simulated here by plain abTEM), the shipped models' focal window
+(first defocus -50..-10 Å, steps 45-55 Å), no tilt. Models trained with `--defocus-input` get the true defocus
+off by `NominalDefocusError()` draws, as in the suite; `--flip-average` and `--sublattice-vote` as in `predict`.
+
+    python experiments/plain_abtem/check.py --carbon --n 20 --flip-average --sublattice-vote \
+        --model experiments/realism/checkpoints/stage10_astig_unet_final.pt
 """
 
 from __future__ import annotations
@@ -38,29 +46,40 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=777)
     parser.add_argument("--model", action="append", default=None)
     parser.add_argument("--out", default=None)
+    parser.add_argument("--carbon", action="store_true", help="5-10 Å amorphous carbon in every series")
+    parser.add_argument("--flip-average", action="store_true")
+    parser.add_argument("--sublattice-vote", action="store_true")
     args = parser.parse_args()
 
-    from hrtemnet.io import FocalSeries
+    import hrtemnet
+    from hrtemnet.columns import Columns
     from hrtemnet.metrics import score_image
-    from hrtemnet.models import load_model
-    from hrtemnet.prediction import predict_series
+    from hrtemnet.models import NominalDefocusError, load_model, nominal_defocus_A, takes_defocus
     from hrtemnet.simulation import NoiseConfig, OpticsRanges, add_imaging_noise
     from hrtemnet.structures import StructureConfig, random_structure
 
-    models = {spec: load_model(spec) for spec in (args.model or ["msd"])}
+    models = {spec: load_model(spec, flip_average=args.flip_average) for spec in (args.model or ["msd"])}
     rows = []
     for index in range(args.n):
         rng = np.random.default_rng([args.seed, index])
-        config = StructureConfig(graphene_probability=float(index % 2))
+        if args.carbon:  # the suite's carbon condition: seed window, carbon in every series, no tilt
+            config = StructureConfig(graphene_probability=float(index % 2), carbon_probability=1.0,
+                                     carbon_thickness_A_range=(5.0, 10.0), tilt_rad_range=(0.0, 0.0))
+            optics = OpticsRanges(first_defocus_A_range=(-50.0, -10.0), defocus_step_A_range=(45.0, 55.0))
+        else:
+            config, optics = StructureConfig(graphene_probability=float(index % 2)), OpticsRanges()
         sample = random_structure(rng, config)
-        optics = OpticsRanges().draw(rng)
-        clean = plain_abtem_series(sample.atoms, optics, seed=index)
-        images, dose = add_imaging_noise(clean, 0.15, rng, NoiseConfig())
+        drawn = optics.draw(rng)
+        clean = plain_abtem_series(sample.atoms, drawn, seed=index)
+        images, dose = add_imaging_noise(clean, 0.15, rng, NoiseConfig(dose_e_per_A2_range=(1e4, 1e5)))
         height, width = images.shape[-2:]
-        series = FocalSeries(images, 0.15, f"plain-abtem-{index}", f"plain_{index}")
+        nominal = tuple(nominal_defocus_A(drawn.defocus_A, NominalDefocusError(), rng))
         row = {"index": index, "substrate": "graphene" if index % 2 else "bare", "dose_e_per_A2": round(dose)}
         for spec, model in models.items():
-            score = score_image(sample.columns, predict_series(model, series), (width * 0.15, height * 0.15))
+            frame = hrtemnet.predict(images, sampling_A=0.15, model=model, align=False,
+                                     defocus_A=nominal if takes_defocus(model) else None,
+                                     sublattice_vote=True if args.sublattice_vote else None)
+            score = score_image(sample.columns, Columns.from_table(frame), (width * 0.15, height * 0.15))
             row[f"f1_{spec}"] = round(score.f1, 4)
             row[f"f1_S_{spec}"] = round(score.per_class["S"].f1, 4)
         rows.append(row)
