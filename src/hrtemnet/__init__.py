@@ -100,8 +100,7 @@ def predict(series, sampling_A=None, model="msd", align: bool = True, border_A: 
 
     from hrtemnet import io
     from hrtemnet.errors import UserError
-    from hrtemnet.peaks import PeakConfig
-    from hrtemnet.prediction import predict_focal_series, series_drifts, split_stack
+    from hrtemnet.prediction import model_peak_config, predict_focal_series, series_drifts, split_stack
 
     auto = isinstance(sampling_A, str)
     if auto and sampling_A != "auto":
@@ -123,11 +122,7 @@ def predict(series, sampling_A=None, model="msd", align: bool = True, border_A: 
     source = "lattice" if auto or not np.isfinite(stack.sampling_A) else \
         "given" if given is not None else "file"
     loaded, model_name, sha256 = _cached_model(model, flip_average)
-    peak_config = PeakConfig(**(loaded.peak_params or {}))
-    if threshold is not None:
-        peak_config = replace(peak_config, threshold=threshold)
-    if sublattice_vote is not None:
-        peak_config = replace(peak_config, sublattice_vote=bool(sublattice_vote))
+    peak_config = model_peak_config(loaded, threshold, sublattice_vote)
     parts = split_stack(stack)
     drifts = np.zeros((len(parts), 2))
     drift_warnings: list[list[str]] = [[] for _ in parts]

@@ -134,7 +134,7 @@ def sublattice_vote(xy_A: np.ndarray, shares: np.ndarray) -> np.ndarray:
     """
     xy_A = np.asarray(xy_A, dtype=np.float64).reshape(-1, 2)
     shares = np.asarray(shares, dtype=np.float64).reshape(len(xy_A), NUM_LABELS - 1)
-    decided = np.argmax(shares, axis=1) if len(xy_A) else np.zeros(0, dtype=np.int64)
+    decided = np.argmax(shares, axis=1)
     if len(xy_A) < SUBLATTICE_MIN_COLUMNS:
         return decided
     pairs = cKDTree(xy_A).query_pairs(SUBLATTICE_BOND_A[1], output_type="ndarray")
@@ -150,20 +150,16 @@ def sublattice_vote(xy_A: np.ndarray, shares: np.ndarray) -> np.ndarray:
     conflicts = np.bincount(patch[pairs[:, 0]], weights=colour[pairs[:, 0]] == colour[pairs[:, 1]],
                             minlength=num_patches)
     bonds = np.bincount(patch[pairs[:, 0]], minlength=num_patches)
-    sizes = np.bincount(patch, minlength=num_patches)
+    voting = (np.bincount(patch, minlength=num_patches) >= SUBLATTICE_MIN_COLUMNS) & \
+        (conflicts <= SUBLATTICE_MAX_CONFLICTS * bonds)
     log_mo = np.log(np.maximum(shares[:, 0], 1e-12))
     log_s_type = np.log(np.maximum(shares[:, 1] + shares[:, 2], 1e-12))
-    s_type = np.where(shares[:, 1] >= shares[:, 2], 1, 2)
-    result = decided.copy()
-    for index in range(num_patches):
-        if sizes[index] < SUBLATTICE_MIN_COLUMNS or conflicts[index] > SUBLATTICE_MAX_CONFLICTS * bonds[index]:
-            continue
-        members = patch == index
-        mo_is_0 = np.where(colour == 0, log_mo, log_s_type)[members].sum()
-        mo_is_1 = np.where(colour == 1, log_mo, log_s_type)[members].sum()
-        mo_colour = 0 if mo_is_0 >= mo_is_1 else 1
-        result[members] = np.where(colour[members] == mo_colour, 0, s_type[members])
-    return result
+    # each patch's log-likelihood of "colour 0 is Mo" and of "colour 1 is Mo"
+    if_mo_is_0 = np.bincount(patch, weights=np.where(colour == 0, log_mo, log_s_type), minlength=num_patches)
+    if_mo_is_1 = np.bincount(patch, weights=np.where(colour == 1, log_mo, log_s_type), minlength=num_patches)
+    mo_colour = np.where(if_mo_is_0 >= if_mo_is_1, 0, 1)
+    voted = np.where(colour == mo_colour[patch], 0, np.where(shares[:, 1] >= shares[:, 2], 1, 2))
+    return np.where(voting[patch], voted, decided)
 
 
 def _refine_peaks(foreground: np.ndarray, peaks: np.ndarray, refine_fraction: float) -> np.ndarray:

@@ -87,7 +87,7 @@ def _columns_and_class_shares(model, images: np.ndarray, sampling_A: float, sour
                               tile_px: int = TILE_PX, margin_px: int = TILE_MARGIN_PX,
                               defocus_A=None) -> tuple[Columns, np.ndarray]:
     """Columns (score = column probability at the peak) and their class shares `(n, 3)` (rows sum to 1)."""
-    from hrtemnet.peaks import PeakConfig, class_shares, extract_columns
+    from hrtemnet.peaks import class_shares, extract_columns
 
     shape = resampled_shape(images.shape[-2:], sampling_A, model.sampling_A)  # checked before resampling
     if min(shape) < MIN_SIZE_PX:
@@ -103,7 +103,7 @@ def _columns_and_class_shares(model, images: np.ndarray, sampling_A: float, sour
         probabilities = predict_probabilities(model, resampled, tile_px, margin_px, defocus_A)
     except UserError as error:
         raise UserError(f"{source}: {error}") from None
-    config = peak_config or PeakConfig(**(model.peak_params or {}))
+    config = peak_config or model_peak_config(model)
     columns = extract_columns(probabilities, model.sampling_A, config)
     # The resampled field lies inside the input's; sub-pixel refinement may not, by a fraction of a pixel.
     height, width = images.shape[-2:]
@@ -536,6 +536,18 @@ def write_time_series_summary(path: Path, rows: list[dict], dose_per_series: flo
     return path
 
 
+def model_peak_config(model, threshold: float | None = None, sublattice_vote: bool | None = None):
+    """The model's peak settings (`hrtemnet.peaks.PeakConfig`) with what the user overrides (None: the model's)."""
+    from hrtemnet.peaks import PeakConfig
+
+    config = PeakConfig(**(model.peak_params or {}))
+    if threshold is not None:
+        config = replace(config, threshold=threshold)
+    if sublattice_vote is not None:
+        config = replace(config, sublattice_vote=bool(sublattice_vote))
+    return config
+
+
 def predict_files(inputs: Sequence[str], model_spec: str = "msd", sampling: float | str | None = None,
                   out_dir: Path = Path("predictions"), align: bool = True, border_A: float = BORDER_A,
                   threshold: float | None = None, plot: bool = False, fmt: str = "csv",
@@ -567,7 +579,6 @@ def predict_files(inputs: Sequence[str], model_spec: str = "msd", sampling: floa
     """
     from hrtemnet.io import check_defocus, check_sampling, read_image_stack
     from hrtemnet.models import flip_average_name, load_model, require_defocus
-    from hrtemnet.peaks import PeakConfig
     from hrtemnet.validation import writable_folder
 
     if fmt not in FORMATS:
@@ -590,11 +601,7 @@ def predict_files(inputs: Sequence[str], model_spec: str = "msd", sampling: floa
     require_defocus(loaded, defocus, f"model {model_spec}: ")  # before any file is read
     sha256 = model_sha256(model_spec)
     model_label = flip_average_name(str(model_spec), flip_average)  # as the tables name the model
-    peak_config = PeakConfig(**(loaded.peak_params or {}))
-    if threshold is not None:
-        peak_config = replace(peak_config, threshold=threshold)
-    if sublattice_vote is not None:
-        peak_config = replace(peak_config, sublattice_vote=bool(sublattice_vote))
+    peak_config = model_peak_config(loaded, threshold, sublattice_vote)
     command = command or shlex.join(["hrtemnet", *sys.argv[1:]])  # argv[1] is the command
     stems: set[str] = set()
     for spec in inputs:
