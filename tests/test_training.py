@@ -123,6 +123,27 @@ def test_resume_continues_at_the_saved_step_and_matches_an_uninterrupted_run(tmp
     assert "no checkpoint" in capsys.readouterr().out
 
 
+def test_crop_drawing_processes_do_not_change_the_run(tmp_path):
+    kwargs = {"steps": 4, "model": "unet", "model_kwargs": {"depth": 2, "base_channels": 4}}
+    inline = train(run_config(tmp_path / "a", **kwargs), source=LatticeSource(n=4))
+    workers = train(run_config(tmp_path / "b", loader_workers=2, **kwargs), source=LatticeSource(n=4))
+    a, b = (torch.load(r.files["checkpoint"], weights_only=False)["model"] for r in (inline, workers))
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("model,model_kwargs", [("unet", {"depth": 2, "base_channels": 4}), ("msd", {"depth": 8})])
+def test_training_on_a_gpu_follows_the_cpu_run(tmp_path, model, model_kwargs):
+    kwargs = {"steps": 4, "model": model, "model_kwargs": model_kwargs}
+    train(run_config(tmp_path / "cpu", **kwargs), source=LatticeSource(n=4))
+    gpu = train(run_config(tmp_path / "gpu", device="cuda", loader_workers=2, **kwargs), source=LatticeSource(n=4))
+    cpu_losses, gpu_losses = ([line["loss"] for line in log_lines(tmp_path / name / "run") if "loss" in line]
+                              for name in ("cpu", "gpu"))
+    np.testing.assert_allclose(gpu_losses, cpu_losses, rtol=2e-2)  # TF32 matrix multiplies on the GPU
+    assert gpu.files["final"].exists()
+
+
 def test_cosine_schedule_anneals_to_zero_on_the_step_budget(tmp_path):
     config = TrainConfig(dataset="-", out_dir="-", steps=100, learning_rate=1e-3, lr_schedule="cosine")
     rates = [training.learning_rate_at(config, step) for step in (0, 50, 100)]
@@ -143,6 +164,11 @@ def test_cosine_schedule_anneals_to_zero_on_the_step_budget(tmp_path):
     (["--model", "resnet"], "unknown model"),
     (["--model", "msd", "--crop", "64"], "--crop 64"),
     (["--model", "msd", "--crop", "32", "--lr-schedule", "linear"], "--lr-schedule 'linear'"),
+    (["--model", "msd", "--crop", "32", "--device", "meta"], "only cpu and cuda"),
+    (["--model", "msd", "--crop", "32", "--device", "gpu0"], "is not a device"),
+    (["--model", "msd", "--crop", "32", "--loader-workers", "-1"], "--loader-workers"),
+    pytest.param(["--model", "msd", "--crop", "32", "--device", "cuda"], "no CUDA GPU",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")),
 ])
 def test_cli_bad_input_exit_code_2(tmp_path, monkeypatch, args, message):
     monkeypatch.setattr(training, "_open_source", lambda path: LatticeSource(n=2))

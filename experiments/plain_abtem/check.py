@@ -15,12 +15,18 @@ off by `NominalDefocusError()` draws, as in the suite; `--flip-average` and `--s
 
     python experiments/plain_abtem/check.py --carbon --n 20 --flip-average --sublattice-vote \
         --model experiments/realism/checkpoints/stage10_astig_unet_final.pt
+
+`--first-defocus-A LO HI`, `--defocus-step-A LO HI`, `--dose LO HI`: the suite's other conditions outside our
+simulator, e.g. the high-defocus edge `--first-defocus-A 40 100 --defocus-step-A 80 120` or low dose `--dose 1e3 3e3`.
+`--cache DIR` keeps each simulated series (noise-free, with its structure's columns and drawn optics) so that other
+models are scored on the same series without simulating again.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+from pathlib import Path
 
 import numpy as np
 
@@ -50,6 +56,11 @@ def main() -> None:
     parser.add_argument("--carbon", action="store_true", help="5-10 Å amorphous carbon in every series")
     parser.add_argument("--flip-average", action="store_true")
     parser.add_argument("--sublattice-vote", action="store_true")
+    parser.add_argument("--first-defocus-A", type=float, nargs=2, default=(-50.0, -10.0), metavar=("LO", "HI"))
+    parser.add_argument("--defocus-step-A", type=float, nargs=2, default=(45.0, 55.0), metavar=("LO", "HI"))
+    parser.add_argument("--dose", type=float, nargs=2, default=(1e4, 1e5), metavar=("LO", "HI"),
+                        help="dose range in e/Å², drawn log-uniform")
+    parser.add_argument("--cache", default=None, help="folder keeping the simulated series (reused when present)")
     args = parser.parse_args()
 
     import hrtemnet
@@ -59,6 +70,12 @@ def main() -> None:
     from hrtemnet.simulation import NoiseConfig, OpticsRanges, add_imaging_noise
     from hrtemnet.structures import StructureConfig, random_structure
 
+    cache = None
+    if args.cache:  # one folder per setting that changes the noise-free series
+        key = f"seed{args.seed}_carbon{int(args.carbon)}_df{args.first_defocus_A[0]:g}_{args.first_defocus_A[1]:g}" \
+              f"_step{args.defocus_step_A[0]:g}_{args.defocus_step_A[1]:g}"
+        cache = Path(args.cache) / key
+        cache.mkdir(parents=True, exist_ok=True)
     models = {spec: load_model(spec, flip_average=args.flip_average) for spec in (args.model or ["msd"])}
     rows = []
     for index in range(args.n):
@@ -68,11 +85,19 @@ def main() -> None:
         carbon = {"carbon_probability": 1.0, "carbon_thickness_A_range": (5.0, 10.0)} if args.carbon else \
             {"carbon_probability": 0.0}
         config = StructureConfig(graphene_probability=float(index % 2), tilt_rad_range=(0.0, 0.0), **carbon)
-        optics = OpticsRanges(first_defocus_A_range=(-50.0, -10.0), defocus_step_A_range=(45.0, 55.0))
+        optics = OpticsRanges(first_defocus_A_range=tuple(args.first_defocus_A),
+                              defocus_step_A_range=tuple(args.defocus_step_A))
         sample = random_structure(rng, config)
         drawn = optics.draw(rng)
-        clean = plain_abtem_series(sample.atoms, drawn, seed=index)
-        images, dose = add_imaging_noise(clean, 0.15, rng, NoiseConfig(dose_e_per_A2_range=(1e4, 1e5)))
+        cached = cache / f"{index:04d}.npz" if cache else None
+        if cached is not None and cached.exists():
+            clean = np.load(cached)["clean"]
+        else:
+            clean = plain_abtem_series(sample.atoms, drawn, seed=index)
+            if cached is not None:
+                np.savez(cached.with_suffix(".tmp.npz"), clean=clean)
+                cached.with_suffix(".tmp.npz").replace(cached)
+        images, dose = add_imaging_noise(clean, 0.15, rng, NoiseConfig(dose_e_per_A2_range=tuple(args.dose)))
         height, width = images.shape[-2:]
         nominal = tuple(nominal_defocus_A(drawn.defocus_A, NominalDefocusError(), rng))
         row = {"index": index, "substrate": "graphene" if index % 2 else "bare", "dose_e_per_A2": round(dose)}

@@ -399,6 +399,11 @@ def train_command(
     depth: int | None = typer.Option(None, "--depth", help="MSD layers (default 100) or U-net poolings (4)."),
     base_channels: int | None = typer.Option(None, "--base-channels", help="U-net channels at full size (16)."),
     threads: int | None = typer.Option(None, "--threads", help="Torch threads per process."),
+    device: str = typer.Option("cpu", "--device", help="Where the network trains: cpu, cuda, cuda:N, or auto "
+                               "(cuda when torch sees a GPU)."),
+    loader_workers: int = typer.Option(
+        0, "--loader-workers", help="Processes drawing the training crops (0: the training process itself). Each "
+        "draw is seeded by its number, so the run does not depend on it; a GPU needs several to stay busy."),
     val_every: int = typer.Option(200, "--val-every", help="Validate every N steps (and at the end)."),
     checkpoint_minutes: float = typer.Option(5.0, "--checkpoint-minutes", help="Checkpoint interval."),
     init_from: str | None = typer.Option(
@@ -426,7 +431,8 @@ def train_command(
                          lr_schedule=lr_schedule, seed=seed,
                          val_dataset=None if val is None else str(val), val_images=val_images,
                          val_every_steps=val_every, checkpoint_minutes=checkpoint_minutes, threads=threads,
-                         resume=resume, init_from=init_from, defocus_input=defocus_input)
+                         resume=resume, init_from=init_from, defocus_input=defocus_input, device=device,
+                         loader_workers=loader_workers)
     result = train(config)
     if result.files:
         console.print(f"trained {model} to step {result.steps} (last loss {result.last_loss:.4f}; best "

@@ -240,6 +240,10 @@ class TrainConfig:
     label_radius_A: float = LABEL_RADIUS_A
     class_weights: tuple[float, ...] = DEFAULT_CLASS_WEIGHTS
     threads: int | None = None  # torch threads per process (default: torch's choice)
+    device: str = "cpu"  # "cpu", "cuda", "cuda:N" or "auto" (cuda when there is one)
+    # Processes drawing crops (0: in the training process). Every draw is seeded by its number, so the samples
+    # and hence the run do not depend on it; a GPU needs several to be kept busy.
+    loader_workers: int = 0
     resume: bool = False
     init_from: str | None = None  # a trained model file whose weights start this run (fine-tuning, continuation)
     # Nominal defocus of each frame as extra input planes (issue 11's conditioning experiment); an image-only
@@ -284,6 +288,25 @@ def split_validation(source, val_source, val_images: int):
 
 
 @torch.no_grad()
+def training_device(requested: str) -> torch.device:
+    """The torch device of `TrainConfig.device`, with a clear error where it is not there."""
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(requested)
+    except RuntimeError:
+        raise UserError(f"--device {requested!r} is not a device; use cpu, cuda, cuda:N or auto") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {requested}: torch sees no CUDA GPU here; use --device cpu (or auto)")
+    if device.type not in ("cpu", "cuda"):
+        raise UserError(f"--device {requested}: only cpu and cuda are supported")
+    return device
+
+
+def _single_threaded_worker(_: int) -> None:
+    torch.set_num_threads(1)  # crop-drawing processes: one core each
+
+
 def validate(net: torch.nn.Module, dataset: FocalSeriesDataset, class_weights: torch.Tensor) -> dict:
     """Loss and mean species-aware F1 on whole validation images, at the peak threshold that is best on them."""
     from hrtemnet.evaluation import choose_peak_config
@@ -292,11 +315,14 @@ def validate(net: torch.nn.Module, dataset: FocalSeriesDataset, class_weights: t
 
     was_training = net.training
     net.eval()
+    device = class_weights.device
     sampling, losses, validation = dataset.source.sampling_A, [], []
     for n in range(len(dataset)):
         series, labels = dataset[n]
-        logits = net(series[None])
-        losses.append(float(F.cross_entropy(logits, labels[None], weight=class_weights)))
+        with torch.no_grad():
+            logits = net(series[None].to(device))
+            losses.append(float(F.cross_entropy(logits, labels[None].to(device), weight=class_weights)))
+        logits = logits.cpu()
         truth = dataset.source.read_columns(int(dataset.indices[n]))
         size_A = (labels.shape[1] * sampling, labels.shape[0] * sampling)
         validation.append((torch.softmax(logits, 1)[0].double().numpy(), truth, size_A))
@@ -377,6 +403,12 @@ def train(config: TrainConfig, source=None, val_source=None) -> TrainResult:
     torch.set_flush_denormal(True)  # denormals in late training slow CPU kernels by orders of magnitude
     if config.threads:
         torch.set_num_threads(config.threads)
+    if config.loader_workers < 0:
+        raise UserError("--loader-workers must be >= 0")
+    device = training_device(config.device)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True  # TF32 matrix multiplies (Ampere and later)
+        torch.backends.cudnn.allow_tf32 = True
     source = source if source is not None else _open_source(config.dataset)
     if val_source is None and config.val_dataset is not None:
         val_source = _open_source(config.val_dataset)
@@ -396,6 +428,7 @@ def train(config: TrainConfig, source=None, val_source=None) -> TrainResult:
         if config.defocus_input and not takes_defocus(initial):
             state = add_defocus_inputs(state, net)
         net.load_state_dict(state)
+    net.to(device)
     defocus_error = config.defocus_error if config.defocus_input else None
     optimizer = torch.optim.Adam(net.parameters(), lr=config.learning_rate)
     out_dir = Path(config.out_dir)
@@ -424,8 +457,10 @@ def train(config: TrainConfig, source=None, val_source=None) -> TrainResult:
     val_set = FocalSeriesDataset(val_source, val_indices, None, config.seed, config.noise, config.label_radius_A,
                                  defocus_error=defocus_error)
     sampler = DrawSampler(start_step, config.steps, config.batch_size, rank, world_size)
-    loader = DataLoader(dataset, batch_size=config.batch_size, sampler=sampler, num_workers=0)
-    class_weights = torch.tensor(config.class_weights, dtype=torch.float32)
+    loader = DataLoader(dataset, batch_size=config.batch_size, sampler=sampler, num_workers=config.loader_workers,
+                        pin_memory=device.type == "cuda", worker_init_fn=_single_threaded_worker,
+                        prefetch_factor=4 if config.loader_workers else None)
+    class_weights = torch.tensor(config.class_weights, dtype=torch.float32, device=device)
     card = {"dataset": config.dataset, "training_series": len(train_indices),
             "val_dataset": str(config.val_dataset or config.dataset),
             "val_images": len(val_indices), "crop_px": config.crop_px, "batch_size": config.batch_size,
@@ -433,7 +468,7 @@ def train(config: TrainConfig, source=None, val_source=None) -> TrainResult:
             "lr_schedule": config.lr_schedule,
             "label_radius_A": config.label_radius_A, "class_weights": list(config.class_weights),
             "noise": asdict(config.noise), "augmentation": asdict(config.augmentation),
-            "parameters": sum(p.numel() for p in net.parameters()),
+            "parameters": sum(p.numel() for p in net.parameters()), "device": str(device),
             "defocus_input": None if defocus_error is None else asdict(defocus_error) | {
                 "scale_A": DEFOCUS_INPUT_SCALE_A}}
     if initial is not None:
@@ -463,6 +498,7 @@ def train(config: TrainConfig, source=None, val_source=None) -> TrainResult:
             learning_rate = learning_rate_at(config, step)
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate
+            series, labels = series.to(device, non_blocking=True), labels.to(device, non_blocking=True)
             loss = F.cross_entropy(model(series), labels, weight=class_weights)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
