@@ -4,8 +4,10 @@
 #     networks training at once) and the GPU tests of tests/test_training.py.
 #   MODE=full: GEN_SECONDS of simulation (4 stores, each a config of generate.sh with its own seed, one process of
 #     4 cores each; a store keeps every series finished before the stop), then the MSD-net and the U-net from their
-#     stage-10 weights, at the same time, on identical data, draws and schedule (STEPS, cosine), each drawing its
-#     crops in its own LOADER_WORKERS processes. Work goes to $WORK; the model files and logs are copied to $OUT
+#     stage-10 weights, at the same time, on identical data, draws and schedule (cosine), each drawing its
+#     crops in its own LOADER_WORKERS processes. The step budget is what the slower network does in the time left
+#     before TOTAL_SECONDS (measured over 40 steps of both at once, unless STEPS is given), so the run ends annealed
+#     inside the device call's limit. Work goes to $WORK; the model files and logs are copied to $OUT
 #     (the device tool brings that folder back).
 # Run from the repository root with the realism selection store at work_data/realism/select.zarr (the validation
 # store of every stage). Not resumable across machines: the trained weights are committed instead.
@@ -15,10 +17,11 @@ OUT="${OUT:-runs/realism/stage14_device}"
 WORK="${WORK:-/tmp/stage14}"
 DATA="$WORK/data"
 GEN_SECONDS="${GEN_SECONDS:-150}"
-STEPS="${STEPS:-4000}"
+STEPS="${STEPS:-}"
+TOTAL_SECONDS="${TOTAL_SECONDS:-540}"
 BATCH="${BATCH:-16}"
 LR="${LR:-5e-4}"
-LOADER_WORKERS="${LOADER_WORKERS:-6}"
+LOADER_WORKERS="${LOADER_WORKERS:-7}"
 DEVICE="${DEVICE:-cuda}"
 PROBE_STEPS="${PROBE_STEPS:-60}"
 here=experiments/realism
@@ -29,16 +32,16 @@ pin() {  # pin CORES command...: 4 cores per simulating process where there are 
 }
 export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 hrtemnet() { python3 -m hrtemnet "$@"; }
-nvidia-smi -L; python3 -c "import torch, numpy, abtem, zarr; print('torch', torch.__version__, 'numpy', numpy.__version__, 'abtem', abtem.__version__, 'zarr', zarr.__version__, 'cores', len(__import__('os').sched_getaffinity(0)))" || exit 3
+nvidia-smi -L; python3 -c "import torch, numpy, abtem, zarr; from hrtemnet.simulation import configure_abtem; configure_abtem(); print('torch', torch.__version__, 'numpy', numpy.__version__, 'abtem', abtem.__version__, 'zarr', zarr.__version__, 'cores', len(__import__('os').sched_getaffinity(0)))" || exit 3
 
 simulate() {  # n per store, seconds
-  local start=$SECONDS core=0
+  local start=$SECONDS core=0 n=$1 seconds=$2
   for spec in "train 41" "carbon_heavy 42" "astig_high 43" "seed_focus 44"; do
     set -- $spec
-    pin $core-$((core + 3)) timeout "$3" python3 -m hrtemnet simulate "$DATA/$1.zarr" --n "$2" --seed "$2" \
+    pin $core-$((core + 3)) timeout "$seconds" python3 -m hrtemnet simulate "$DATA/$1.zarr" --n "$n" --seed "$2" \
       --config "$here/$1.json" --phonons 4 --workers 1 > "$WORK/simulate_$1.log" 2>&1 &
     core=$((core + 4))
-  done 2>/dev/null
+  done
   wait
   echo "simulation: $((SECONDS - start)) s"
   python3 - "$DATA" <<'PY'
@@ -54,12 +57,16 @@ print(f"series: {total}")
 PY
 }
 
-train_both() {  # steps, val_every
+samples_per_s() {  # median over the last half of a training log
+  python3 -c "import json, sys, statistics; r = [json.loads(l) for l in open(sys.argv[1]) if 'samples_per_s' in l]; print(statistics.median(x['samples_per_s'] for x in r[len(r) // 2:]))" "$1"
+}
+
+train_both() {  # steps, val_every, folder prefix
   for model in msd unet; do
     hrtemnet train "$DATA"/*.zarr --val "$val" --model "$model" \
-      --init-from "$here/checkpoints/stage10_astig_${model}_final.pt" --out "$WORK/$model" --steps "$1" --crop 128 \
+      --init-from "$here/checkpoints/stage10_astig_${model}_final.pt" --out "$WORK/${3:-}$model" --steps "$1" --crop 128 \
       --batch "$BATCH" --lr "$LR" --lr-schedule cosine --seed 15 --val-every "$2" --val-images 16 \
-      --checkpoint-minutes 60 --device "$DEVICE" --loader-workers "$LOADER_WORKERS" --threads 1 > "$WORK/train_$model.log" 2>&1 &
+      --checkpoint-minutes 60 --device "$DEVICE" --loader-workers "$LOADER_WORKERS" --threads 1 > "$WORK/${3:-}train_$model.log" 2>&1 &
   done
   wait
 }
@@ -86,7 +93,17 @@ if [ "$MODE" = probe ]; then
   python3 -m pytest -q -p no:cacheprovider tests/test_training.py -k "gpu or workers" 2>&1 | tail -n 5
 else
   simulate 3000 "$GEN_SECONDS"
-  train_both "$STEPS" 1000
+  if [ -z "$STEPS" ]; then
+    start=$SECONDS
+    train_both 40 1000 calibrate_
+    rate=$(python3 -c "print(min($(samples_per_s "$WORK/calibrate_msd/log.jsonl"), $(samples_per_s "$WORK/calibrate_unet/log.jsonl")))")
+    left=$((TOTAL_SECONDS - SECONDS - 45))  # start-up, 4 validations and the copies
+    STEPS=$(python3 -c "print(int($rate / $BATCH * $left * 0.9) // 100 * 100)")
+    echo "calibration ($((SECONDS - start)) s): $rate samples/s for the slower network, $left s left: $STEPS steps"
+    tail -n 3 "$WORK"/calibrate_train_*.log
+  fi
+  STEPS="${STEPS:-2000}"
+  train_both "$STEPS" $((STEPS / 4))
   for model in msd unet; do  # what comes back: the model files and logs (checkpoints stay there)
     tail -n 2 "$WORK/train_$model.log"
     cp "$WORK/$model/final.pt" "$OUT/${model}_final.pt"; cp "$WORK/$model/best.pt" "$OUT/${model}_best.pt"
