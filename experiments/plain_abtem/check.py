@@ -18,6 +18,9 @@ off by `NominalDefocusError()` draws, as in the suite; `--flip-average` and `--s
 
 `--first-defocus-A LO HI`, `--defocus-step-A LO HI`, `--dose LO HI`: the suite's other conditions outside our
 simulator, e.g. the high-defocus edge `--first-defocus-A 40 100 --defocus-step-A 80 120` or low dose `--dose 1e3 3e3`.
+`--drift-A LO HI` (frames 2 and 3 moved by that much, `predict` aligns them), `--sampling-A`, `--field-A`,
+`--tilt-deg LO HI` and `--energy-keV` are the suite's remaining conditions. Every series is recorded through the
+camera model (NoiseConfig's default: pixel MTF, gain, offset, read noise), as in the suite.
 `--cache DIR` keeps each simulated series (noise-free, with its structure's columns and drawn optics) so that other
 models are scored on the same series without simulating again.
 """
@@ -31,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 
-def plain_abtem_series(atoms, optics, seed: int) -> np.ndarray:
+def plain_abtem_series(atoms, optics, seed: int, sampling_A: float = 0.15) -> np.ndarray:
     import abtem
 
     frozen = abtem.FrozenPhonons(atoms, num_configs=4, sigmas={"Mo": 0.07, "S": 0.09, "C": 0.05}, seed=seed)
@@ -42,7 +45,7 @@ def plain_abtem_series(atoms, optics, seed: int) -> np.ndarray:
         ctf = abtem.CTF(defocus=defocus, Cs=optics.cs_A, astigmatism=optics.astigmatism_A,
                         astigmatism_angle=optics.astigmatism_angle_rad, focal_spread=optics.focal_spread_A,
                         energy=optics.energy_eV)
-        image = waves.apply_ctf(ctf).intensity().mean(0).interpolate(sampling=0.15).compute()
+        image = waves.apply_ctf(ctf).intensity().mean(0).interpolate(sampling=sampling_A).compute()
         images.append(image.array.T)  # abTEM [x, y] -> [row, col]
     return np.stack(images).astype(np.float32)
 
@@ -60,11 +63,17 @@ def main() -> None:
     parser.add_argument("--defocus-step-A", type=float, nargs=2, default=(45.0, 55.0), metavar=("LO", "HI"))
     parser.add_argument("--dose", type=float, nargs=2, default=(1e4, 1e5), metavar=("LO", "HI"),
                         help="dose range in e/Å², drawn log-uniform")
+    parser.add_argument("--drift-A", type=float, nargs=2, default=(0.0, 0.0), metavar=("LO", "HI"))
+    parser.add_argument("--sampling-A", type=float, default=0.15, help="pixel size of the recorded images")
+    parser.add_argument("--field-A", type=float, default=38.4, help="side of the square field of view")
+    parser.add_argument("--tilt-deg", type=float, nargs=2, default=(0.0, 0.0), metavar=("LO", "HI"))
+    parser.add_argument("--energy-keV", type=float, default=50.0)
     parser.add_argument("--cache", default=None, help="folder keeping the simulated series (reused when present)")
     args = parser.parse_args()
 
     import hrtemnet
     from hrtemnet.columns import Columns
+    from hrtemnet.evaluation import drift_shifts_A, shift_frames
     from hrtemnet.metrics import score_image
     from hrtemnet.models import NominalDefocusError, load_model, nominal_defocus_A, takes_defocus
     from hrtemnet.simulation import NoiseConfig, OpticsRanges, add_imaging_noise
@@ -74,6 +83,9 @@ def main() -> None:
     if args.cache:  # one folder per setting that changes the noise-free series
         key = f"seed{args.seed}_carbon{int(args.carbon)}_df{args.first_defocus_A[0]:g}_{args.first_defocus_A[1]:g}" \
               f"_step{args.defocus_step_A[0]:g}_{args.defocus_step_A[1]:g}"
+        if (args.sampling_A, args.field_A, tuple(args.tilt_deg), args.energy_keV) != (0.15, 38.4, (0.0, 0.0), 50.0):
+            key += f"_px{args.sampling_A:g}_fov{args.field_A:g}_tilt{args.tilt_deg[0]:g}_{args.tilt_deg[1]:g}" \
+                   f"_{args.energy_keV:g}keV"
         cache = Path(args.cache) / key
         cache.mkdir(parents=True, exist_ok=True)
     models = {spec: load_model(spec, flip_average=args.flip_average) for spec in (args.model or ["msd"])}
@@ -84,28 +96,34 @@ def main() -> None:
         # --carbon adds the suite's 5-10 Å of carbon to every series.
         carbon = {"carbon_probability": 1.0, "carbon_thickness_A_range": (5.0, 10.0)} if args.carbon else \
             {"carbon_probability": 0.0}
-        config = StructureConfig(graphene_probability=float(index % 2), tilt_rad_range=(0.0, 0.0), **carbon)
+        config = StructureConfig(graphene_probability=float(index % 2), field_of_view_A=(args.field_A, args.field_A),
+                                 tilt_rad_range=tuple(np.radians(args.tilt_deg)), **carbon)
         optics = OpticsRanges(first_defocus_A_range=tuple(args.first_defocus_A),
-                              defocus_step_A_range=tuple(args.defocus_step_A))
+                              defocus_step_A_range=tuple(args.defocus_step_A), energy_eV=args.energy_keV * 1e3)
         sample = random_structure(rng, config)
         drawn = optics.draw(rng)
         cached = cache / f"{index:04d}.npz" if cache else None
         if cached is not None and cached.exists():
             clean = np.load(cached)["clean"]
         else:
-            clean = plain_abtem_series(sample.atoms, drawn, seed=index)
+            clean = plain_abtem_series(sample.atoms, drawn, seed=index, sampling_A=args.sampling_A)
             if cached is not None:
                 np.savez(cached.with_suffix(".tmp.npz"), clean=clean)
                 cached.with_suffix(".tmp.npz").replace(cached)
-        images, dose = add_imaging_noise(clean, 0.15, rng, NoiseConfig(dose_e_per_A2_range=tuple(args.dose)))
+        shifts_A = drift_shifts_A(rng, len(clean), tuple(args.drift_A))
+        if np.any(shifts_A):
+            clean = shift_frames(clean, shifts_A, args.sampling_A)
+        images, dose = add_imaging_noise(clean, args.sampling_A, rng,
+                                         NoiseConfig(dose_e_per_A2_range=tuple(args.dose)))
         height, width = images.shape[-2:]
         nominal = tuple(nominal_defocus_A(drawn.defocus_A, NominalDefocusError(), rng))
         row = {"index": index, "substrate": "graphene" if index % 2 else "bare", "dose_e_per_A2": round(dose)}
         for spec, model in models.items():
-            frame = hrtemnet.predict(images, sampling_A=0.15, model=model, align=False,
+            frame = hrtemnet.predict(images, sampling_A=args.sampling_A, model=model, align=bool(np.any(shifts_A)),
                                      defocus_A=nominal if takes_defocus(model) else None,
                                      sublattice_vote=True if args.sublattice_vote else None)
-            score = score_image(sample.columns, Columns.from_table(frame), (width * 0.15, height * 0.15))
+            score = score_image(sample.columns, Columns.from_table(frame),
+                                (width * args.sampling_A, height * args.sampling_A))
             row[f"f1_{spec}"] = round(score.f1, 4)
             row[f"f1_S_{spec}"] = round(score.per_class["S"].f1, 4)
         rows.append(row)

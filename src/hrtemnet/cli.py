@@ -474,7 +474,9 @@ def predict_command(
                                        "a.dm4+b.dm4+c.dm4 (dm3, dm4, ser, emi, emd, tif, npy), or a folder of "
                                        "three images (natural name order = defocus order). A file of 3k frames "
                                        "is a time series of k focal series."),
-    model: str = typer.Option("msd", "--model", help="msd, unet (shipped) or a model file from `hrtemnet train`."),
+    model: str = typer.Option("msd", "--model", help="msd, unet, unet-wide (shipped) or a model file from `hrtemnet "
+                              "train`. unet-wide holds on carbon-covered samples, focal series anywhere in -150..+100 "
+                              "Å and low dose, and needs --defocus (docs/realism.md)."),
     sampling: str | None = typer.Option(None, "--sampling", help="Pixel size in Å/px (overrides the files' "
                                         "calibration), or 'auto': measure it from the MoS2 lattice. Default: the "
                                         "files' calibration, checked against the lattice (warning beyond 3 %)."),
@@ -493,7 +495,8 @@ def predict_command(
                                                  "the time-series plot is against cumulative dose."),
     defocus: str | None = typer.Option(None, "--defocus", help="Nominal defocus of the three frames in Å, e.g. "
                                        "-40,10,60 (positive = underfocus, as everywhere), for models trained with "
-                                       "--defocus-input; the shipped models do not use it."),
+                                       "--defocus-input (the shipped unet-wide: trained with values ~20 Å off "
+                                       "the truth; docs/realism.md)."),
     flip_average: bool = typer.Option(False, "--flip-average", help="Predict with the mean over the 8 flips/90° "
                                       "rotations of each series (test-time augmentation: 8x the network time, "
                                       "fewer errors; docs/realism.md)."),

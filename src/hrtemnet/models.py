@@ -42,7 +42,11 @@ from hrtemnet.columns import NUM_LABELS
 from hrtemnet.errors import UserError
 from hrtemnet.io import NUM_IMAGES
 
-MODEL_NAMES = ("msd", "unet")
+MODEL_NAMES = ("msd", "unet")  # the network architectures
+# Model files in the package: the seed experiment's two networks (image-only, its focal window), and the U-net
+# trained for real acquisitions (carbon, focal series anywhere in -150..+100 Å, low dose; needs the nominal
+# defocus: issue 11, docs/realism.md).
+SHIPPED_MODEL_NAMES = ("msd", "unet", "unet-wide")
 SHIPPED_MODELS_DIR = Path(__file__).parent / "data" / "models"
 BUNDLE_FORMAT = "hrtemnet-model-1"
 
@@ -630,22 +634,22 @@ def save_model_bundle(path: str | Path, model: nn.Module, model_name: str, model
 
 
 def _resolve_model_path(spec: str | Path) -> Path:
-    if str(spec) in MODEL_NAMES:
+    if str(spec) in SHIPPED_MODEL_NAMES:
         path = SHIPPED_MODELS_DIR / f"{spec}.pt"
         if not path.is_file():
-            raise UserError(f"no shipped {spec} model ({path} is missing); train one with "
-                            f"`hrtemnet train DATASET.zarr --model {spec} --out DIR` and pass DIR/best.pt")
+            raise UserError(f"no shipped {spec} model ({path} is missing); reinstall hrtemnet, or train one with "
+                            "`hrtemnet train DATASET.zarr --model msd|unet --out DIR` and pass DIR/best.pt")
         return path
     path = Path(spec)
     if path.is_dir():
         path = path / BEST_MODEL_FILE
     if not path.is_file():
-        raise UserError(f"model {spec}: no such file; give {' or '.join(MODEL_NAMES)} or a model file (.pt)")
+        raise UserError(f"model {spec}: no such file; give {', '.join(SHIPPED_MODEL_NAMES)} or a model file (.pt)")
     return path
 
 
 def load_model(spec: str | Path, flip_average: bool = False) -> LoadedModel:
-    """Load a shipped model (`msd`, `unet`), a model file, or a training folder (its best.pt).
+    """Load a shipped model (`msd`, `unet`, `unet-wide`), a model file, or a training folder (its best.pt).
 
     `flip_average`: predict with the mean over the 8 flips/rotations of the input (`FlipAverage`; 8x the time).
     """

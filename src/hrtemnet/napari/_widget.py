@@ -26,7 +26,7 @@ from hrtemnet.columns import CLASS_NAMES
 from hrtemnet.errors import UserError
 from hrtemnet.napari import _columns
 
-MODEL_CHOICES = ("msd", "unet", "file")
+MODEL_FILE_CHOICE = "file"  # after the shipped models' names (hrtemnet.models.SHIPPED_MODEL_NAMES)
 PIXEL_SIZE_CHOICES = ("from file", "given", "auto")
 
 
@@ -37,7 +37,9 @@ class ColumnsWidget(Container):
         self.viewer = napari_viewer
         self.worker = None
         self.image = ComboBox(label="focal series", choices=self._image_layer_names)
-        self.model = ComboBox(label="model", choices=MODEL_CHOICES, value="msd")
+        from hrtemnet.models import SHIPPED_MODEL_NAMES  # here: importing torch waits until the widget opens
+
+        self.model = ComboBox(label="model", choices=(*SHIPPED_MODEL_NAMES, MODEL_FILE_CHOICE), value="msd")
         self.model_file = FileEdit(label="model file", mode="r", filter="*.pt", enabled=False)
         self.pixel_size = ComboBox(label="pixel size", choices=PIXEL_SIZE_CHOICES, value="from file")
         self.sampling_A = FloatSpinBox(label="Å/px", value=0.15, min=0.01, max=2.0, step=0.005, enabled=False)
@@ -46,7 +48,8 @@ class ColumnsWidget(Container):
                                      tooltip="columns this near the edges are left out of the summary")
         self.defocus = LineEdit(label="defocus (Å)", value="",
                                 tooltip="nominal defocus of the three frames, e.g. -40,10,60 (positive = underfocus); "
-                                        "models trained with --defocus-input need it, the shipped ones do not use it")
+                                        "unet-wide and models trained with --defocus-input need it; msd and unet "
+                                        "do not use it")
         self.flip_average = CheckBox(text="average over the 8 flips/rotations (slower, fewer errors)", value=False)
         self.find = PushButton(text="Find columns")
         self.busy = ProgressBar(min=0, max=0, visible=False)  # min = max: an indeterminate (busy) bar
@@ -61,7 +64,7 @@ class ColumnsWidget(Container):
             self.border_A, self.defocus, self.flip_average, self.find, self.busy, self.summary, self.new_class,
             self.set_class, self.export_path, self.export, self.status,
         ])
-        self.model.changed.connect(lambda value: setattr(self.model_file, "enabled", value == "file"))
+        self.model.changed.connect(lambda value: setattr(self.model_file, "enabled", value == MODEL_FILE_CHOICE))
         self.pixel_size.changed.connect(lambda value: setattr(self.sampling_A, "enabled", value == "given"))
         self.find.changed.connect(self.find_columns)
         self.set_class.changed.connect(self.set_selected_class)
@@ -85,7 +88,7 @@ class ColumnsWidget(Container):
             self.show_summary()
 
     def model_spec(self) -> str:
-        if self.model.value != "file":
+        if self.model.value != MODEL_FILE_CHOICE:
             return self.model.value
         path = Path(self.model_file.value)
         if not path.is_file():
