@@ -139,3 +139,68 @@ def test_shipped_msd_gives_the_same_columns_on_a_large_series_as_on_its_tiles():
     assert len(a) > 50
     score = match_image(a, b, (38.4, 38.4), 0.2, 0.0).score()
     assert score.f1 >= 0.99, score.as_row()
+
+
+def test_shipped_unet_wide_takes_the_defocus_and_its_card_states_what_was_measured():
+    """`unet-wide` (issue 11): a U-net with the nominal defocus as input, its card built from result files."""
+    from hrtemnet.models import SHIPPED_MODEL_NAMES, takes_defocus
+
+    assert "unet-wide" in SHIPPED_MODEL_NAMES
+    path = SHIPPED_MODELS_DIR / "unet-wide.pt"
+    assert path.stat().st_size < 5e6
+    model = load_model("unet-wide")
+    card = model_card("unet-wide")
+    assert model.card == card and model.name == card["model"] == "unet" and takes_defocus(model)
+    assert json.loads(json.dumps(model.peak_params)) == card["peak_params"] and model.sampling_A == card["sampling_A"]
+    assert card["parameters"] == sum(p.numel() for p in model.net.parameters())
+    assert card["defocus_input"]["offset_sigma_A"] > 0
+    assert card["training_set"] and abs(sum(s["share_of_draws"] for s in card["training_set"]) - 1) < 0.01
+    validation = card["validation"]
+    assert validation["images"] >= 400 and 0.985 <= validation["mean_f1"] <= 1  # issue 11's in-distribution target
+    suite = {(row["condition"], row["options"]) for row in card["realism_suite"]}
+    assert len({condition for condition, _ in suite}) == 14 and len(card["outside_simulator"]) >= 4
+    text = (SHIPPED_MODELS_DIR / "unet-wide.md").read_text()
+    assert text.startswith("# Model card: shipped `unet-wide`") and "--defocus" in text
+    assert f"{validation['mean_f1']:.4f}" in text and f"{card['parameters']:,} parameters" in text
+    for row in card["realism_suite"] + card["outside_simulator"]:
+        assert f"{row['mean_f1']:.3f} ± {row['sem_f1']:.3f}" in text, row
+
+
+def test_unet_wide_without_defocus_says_how_to_give_it(tmp_path):
+    series = np.random.default_rng(0).normal(1.0, 0.05, (3, 64, 64)).astype(np.float32)
+    np.save(tmp_path / "series.npy", series)
+    result = CliRunner().invoke(app, ["predict", str(tmp_path / "series.npy"), "--model", "unet-wide",
+                                      "--sampling", "0.15", "--out-dir", str(tmp_path / "out")])
+    assert result.exit_code == 2, result.output
+    assert "--defocus D1,D2,D3" in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.slow
+def test_unet_wide_finds_the_columns_under_carbon_outside_the_seed_window():
+    """One series the seed models fail on (5-10 Å of carbon above, below or both; first defocus +60 Å, steps 90 Å), with
+    the nominal defocus 20 Å off: `unet-wide` with the sublattice vote finds and labels the columns."""
+    import hrtemnet
+    from hrtemnet.columns import Columns
+    from hrtemnet.metrics import score_image
+    from hrtemnet.simulation import (
+        NoiseConfig,
+        OpticsParams,
+        SimulationConfig,
+        add_imaging_noise,
+        simulate_focal_series,
+    )
+    from hrtemnet.structures import StructureConfig, random_structure
+
+    config = StructureConfig(sheet_probability=1.0, carbon_probability=1.0, carbon_thickness_A_range=(5.0, 10.0),
+                             tilt_rad_range=(0.0, 0.0), graphene_probability=0.0)
+    sample = random_structure(np.random.default_rng(3), config)
+    optics = OpticsParams(defocus_A=(60.0, 150.0, 240.0))
+    clean = simulate_focal_series(sample.atoms, optics, SimulationConfig(num_phonons=2))
+    series, _ = add_imaging_noise(clean, 0.15, np.random.default_rng(1), NoiseConfig(dose_e_per_A2=3e4))
+    size_A = (series.shape[2] * 0.15, series.shape[1] * 0.15)
+    table = hrtemnet.predict(series, sampling_A=0.15, model="unet-wide", align=False, defocus_A=[80.0, 170.0, 260.0],
+                             sublattice_vote=True)
+    score = score_image(sample.columns, Columns.from_table(table), size_A)
+    assert score.f1 >= 0.9, score.as_row()
+    seed_window = hrtemnet.predict(series, sampling_A=0.15, model="unet", align=False)
+    assert score_image(sample.columns, Columns.from_table(seed_window), size_A).f1 < score.f1
