@@ -58,6 +58,13 @@
 #     carbon_heavy carbon_heavy2 carbon_heavy3 seed_focus seed_focus astig_high astig_high_defocus" MODELS=unet
 #     INIT_FROM=$PWD/checkpoints/stage10_astig_unet_final.pt OUT_DIR=$PWD/../../runs/realism/stage13_defocus_carbon3
 #     bash train.sh`.
+#   stage 14 (both networks, identical data and schedule, on one GPU machine): `device_stage.sh` (its header says
+#     how; 1,438 new series simulated there, 1,800 steps of batch 16 from the stage-10 weights).
+#   stage 15 (MSD-net, carbon weighted up: the three carbon-heavy stores, carbon_heavy3 listed twice, 50 % of the
+#     draws), 7,000 steps from the stage-14 weights: `STAGE=15 STEPS=7000 SEED=16 DEFOCUS_INPUT=1 STORES="train
+#     carbon_heavy carbon_heavy2 carbon_heavy3 carbon_heavy3 seed_focus astig_high astig_high_defocus" MODELS=msd
+#     INIT_FROM=$PWD/checkpoints/stage14_device_msd_final.pt OUT_DIR=$PWD/../../runs/realism/stage15_msd_carbon
+#     bash train.sh`.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 data="${DATA_DIR:-$here/../../work_data/realism}"
