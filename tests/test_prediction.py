@@ -309,6 +309,15 @@ def test_a_model_with_defocus_inputs_needs_and_uses_the_defocus(tmp_path):
         hrtemnet.predict(images, sampling_A=0.15, model=str(conditioned), align=False)
     frame = hrtemnet.predict(images, sampling_A=0.15, model=str(conditioned), align=False, defocus_A=(-40, 10, 60))
     assert "x_A" in frame.columns
+    # noise through an untrained network does not look like MoS2 (a field large enough to judge): the warning
+    # names the defocus values too
+    noise = np.random.default_rng(1).random((3, 128, 128))
+    frame = hrtemnet.predict(noise, sampling_A=0.15, model=str(conditioned), align=False, defocus_A=(-40, 10, 60))
+    (implausible,) = [w for w in frame.attrs["warnings"] if "do not look like MoS2" in w]
+    assert "defocus values" in implausible and "±50 Å" in implausible
+    image_only = hrtemnet.predict(noise, sampling_A=0.15, model=str(plain), align=False)
+    (implausible,) = [w for w in image_only.attrs["warnings"] if "do not look like MoS2" in w]
+    assert "defocus values" not in implausible
     assert FocalSeries(images, 0.15, "x", "x").defocus_A is None
 
 
