@@ -315,7 +315,10 @@ def test_a_model_with_defocus_inputs_needs_and_uses_the_defocus(tmp_path):
     frame = hrtemnet.predict(noise, sampling_A=0.15, model=str(conditioned), align=False, defocus_A=(-40, 10, 60))
     (implausible,) = [w for w in frame.attrs["warnings"] if "do not look like MoS2" in w]
     assert "defocus values" in implausible and "±50 Å" in implausible
-    image_only = hrtemnet.predict(noise, sampling_A=0.15, model=str(plain), align=False)
+    image_only_net = build_model("msd", depth=3)
+    torch.nn.init.normal_(image_only_net.final.weight)
+    image_only = hrtemnet.predict(noise, sampling_A=0.15, align=False, model=str(save_model_bundle(
+        tmp_path / "image_only.pt", image_only_net, "msd", {"depth": 3}, 0.15, {}, {})))
     (implausible,) = [w for w in image_only.attrs["warnings"] if "do not look like MoS2" in w]
     assert "defocus values" not in implausible
     assert FocalSeries(images, 0.15, "x", "x").defocus_A is None
