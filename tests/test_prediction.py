@@ -374,3 +374,59 @@ def test_sublattice_vote_option_reaches_the_class_decision(tmp_path, monkeypatch
     assert len(calls) == 1
     hrtemnet.predict(images, sampling_A=0.15, model=str(path), align=False, sublattice_vote=True)
     assert len(calls) == 2
+
+
+def test_defocus_search_keeps_the_most_confident_shift_and_prefers_the_smaller_on_a_tie(monkeypatch):
+    """`search_defocus_offset` tries multiples of 20 Å within the range and keeps the shift whose columns (away
+    from the edge) score highest; a tie goes to the smaller shift."""
+    from hrtemnet import prediction
+    from hrtemnet.columns import Columns
+
+    tried = []
+
+    def fake_columns(model, images, sampling_A, source, peak_config, tile_px, margin_px, defocus_A):
+        offset = defocus_A[0] - (-40.0)
+        tried.append(offset)
+        confidence = {40.0: 0.95, -40.0: 0.95}.get(offset, 0.6)  # two equally good shifts: +40 and -40
+        xy = np.array([[5.0, 5.0], [6.0, 7.0], [0.5, 5.0]])  # the last one is at the edge: not counted
+        score = np.array([confidence, confidence, 1.0])
+        shares = np.tile([1.0, 0.0, 0.0], (3, 1))
+        return Columns(xy, np.zeros(3, dtype=int), score), shares
+
+    monkeypatch.setattr(prediction, "_columns_and_class_shares", fake_columns)
+    images = np.zeros((3, 100, 100), dtype=np.float32)
+    offset, columns, _ = prediction.search_defocus_offset(None, images, 0.15, "x", None, 512, 32, (-40.0, 10.0, 60.0),
+                                                          70.0)
+    assert sorted(tried) == [-60.0, -40.0, -20.0, 0.0, 20.0, 40.0, 60.0]  # multiples of 20 Å within ±70 Å
+    assert offset == -40.0 and columns.score[0] == 0.95  # of +40 and -40 the first tried (nearer 0 first, then -)
+    tried.clear()
+    assert prediction.search_defocus_offset(None, images, 0.15, "x", None, 512, 32, (-40.0, 10.0, 60.0), 30.0)[0] \
+        == 0.0  # +-40 out of range: every shift scores 0.6 and 0 wins the tie
+    assert sorted(tried) == [-20.0, 0.0, 20.0]
+
+
+def test_defocus_search_option_is_checked_and_recorded(tmp_path):
+    """--defocus-search: refused for an image-only model and out of range; with a defocus-input model the CSV says
+    which defocus values the network was given."""
+    from hrtemnet.models import build_model, save_model_bundle
+
+    torch.manual_seed(0)
+    net = build_model("msd", depth=3, in_channels=6)
+    torch.nn.init.normal_(net.final.weight)
+    conditioned = save_model_bundle(tmp_path / "cond.pt", net, "msd", {"depth": 3, "in_channels": 6}, 0.15, {}, {})
+    np.savez(tmp_path / "s.npz", images=np.random.default_rng(0).random((3, 64, 64)), sampling_A=0.15)
+    base = ["predict", str(tmp_path / "s.npz"), "--no-align", "--out-dir", str(tmp_path / "out")]
+    result = runner.invoke(app, [*base, "--defocus-search", "60"])
+    assert result.exit_code == 2 and "needs a model with the defocus input" in result.output, result.output
+    conditioned_base = [*base, "--model", str(conditioned), "--defocus=-40,10,60"]
+    for bad in ("-5", "1000", "nan"):
+        result = runner.invoke(app, [*conditioned_base, "--defocus-search", bad])
+        assert result.exit_code == 2 and "--defocus-search must lie in 0..300" in result.output, (bad, result.output)
+    result = runner.invoke(app, [*conditioned_base, "--defocus-search", "40"])
+    assert result.exit_code == 0, result.output
+    header = [line for line in (tmp_path / "out" / "s.csv").read_text().splitlines() if line.startswith("# defocus")]
+    assert len(header) == 1 and "the offset the search found" in header[0], header
+    offset = float(header[0].split("nominal ")[1].split(" Å")[0])
+    assert offset in (-40.0, -20.0, 0.0, 20.0, 40.0)
+    values = [float(v) for v in header[0].split(": ")[1].split(" (")[0].split(", ")]
+    np.testing.assert_allclose(values, np.array([-40.0, 10.0, 60.0]) + offset)

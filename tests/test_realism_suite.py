@@ -61,7 +61,7 @@ class FakePredict:
         if self.stop_after is not None and len(self.calls) >= self.stop_after:
             raise KeyboardInterrupt
         self.calls.append({"model": model.name, "align": align, "series": series,
-                           "flip_average": model.flip_average})
+                           "flip_average": model.flip_average, "defocus_search_A": kwargs.get("defocus_search_A")})
         peaks = peak_local_max(series.mean(axis=0), min_distance=6)
         frame = pd.DataFrame({"x_A": peaks[:, 1] * sampling_A, "y_A": peaks[:, 0] * sampling_A,
                               "class": [CLASS_NAMES[i % 3] for i in range(len(peaks))]})
@@ -271,6 +271,21 @@ def test_an_interrupted_run_resumes_to_the_uninterrupted_result(tmp_path, monkey
     monkeypatch.setattr(hrtemnet, "predict", rescored)
     run_conditions(conditions[:1], models, tmp_path / "resumed", n=4, workers=0, progress=False)
     assert len(rescored.calls) == 2 * 4
+
+
+def test_a_defocus_search_is_scored_apart_for_models_with_the_defocus_input_only(tmp_path, monkeypatch):
+    conditions = [tiny(load_condition(SUITE / "05_low_dose_1e3_3e3.json"), n=2)]
+    models = ["unet", "unet-wide"]
+    monkeypatch.setattr(hrtemnet, "predict", FakePredict())
+    run_conditions(conditions, models, tmp_path, workers=0, progress=False)
+    searched = FakePredict()
+    monkeypatch.setattr(hrtemnet, "predict", searched)
+    run_conditions(conditions, models, tmp_path, workers=0, progress=False, defocus_search_A=60)
+    # the image-only model's scores are reused; the defocus-input one runs again, with the search
+    assert [c["defocus_search_A"] for c in searched.calls] == [60.0, 60.0]  # 2 series of unet-wide only
+    assert set(pd.read_csv(tmp_path / "per_image.csv").model) == {"unet", "unet-wide +search60"}
+    with pytest.raises(UserError, match="must lie in 0..300"):
+        run_conditions(conditions, models, tmp_path, workers=0, progress=False, defocus_search_A=-1)
 
 
 # ---- the command, end to end with the shipped network -----------------------------------------------------

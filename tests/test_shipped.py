@@ -204,3 +204,37 @@ def test_unet_wide_finds_the_columns_under_carbon_outside_the_seed_window():
     assert score.f1 >= 0.9, score.as_row()
     seed_window = hrtemnet.predict(series, sampling_A=0.15, model="unet", align=False)
     assert score_image(sample.columns, Columns.from_table(seed_window), size_A).f1 < score.f1
+
+
+@pytest.mark.slow
+def test_unet_wide_with_the_defocus_80_A_off_fails_and_the_defocus_search_recovers():
+    """The absolute defocus given 80 Å too low (users know it poorly): unet-wide draws the wrong lattice; with
+    `defocus_search_A=100` it finds the shift back (to within one 20 Å step) and the columns."""
+    import hrtemnet
+    from hrtemnet.columns import Columns
+    from hrtemnet.metrics import score_image
+    from hrtemnet.simulation import (
+        NoiseConfig,
+        OpticsParams,
+        SimulationConfig,
+        add_imaging_noise,
+        simulate_focal_series,
+    )
+    from hrtemnet.structures import StructureConfig, random_structure
+
+    config = StructureConfig(sheet_probability=1.0, carbon_probability=0.0, tilt_rad_range=(0.0, 0.0),
+                             graphene_probability=0.0)
+    sample = random_structure(np.random.default_rng(3), config)
+    true_A = np.array([-40.0, 10.0, 60.0])
+    clean = simulate_focal_series(sample.atoms, OpticsParams(defocus_A=tuple(true_A), astigmatism_A=40.0),
+                                  SimulationConfig(num_phonons=2))
+    series, _ = add_imaging_noise(clean, 0.15, np.random.default_rng(1), NoiseConfig(dose_e_per_A2=3e4))
+    size_A = (series.shape[2] * 0.15, series.shape[1] * 0.15)
+    f1 = {}
+    for search_A in (0.0, 100.0):
+        table = hrtemnet.predict(series, sampling_A=0.15, model="unet-wide", align=False, defocus_A=true_A - 80,
+                                 defocus_search_A=search_A)
+        f1[search_A] = score_image(sample.columns, Columns.from_table(table), size_A).f1
+    assert f1[0.0] < 0.5 and f1[100.0] >= 0.95, f1
+    assert 60 <= table.attrs["defocus_offset_A"] <= 100
+    np.testing.assert_allclose(table.attrs["defocus_A"], true_A - 80 + table.attrs["defocus_offset_A"])

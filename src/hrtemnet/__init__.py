@@ -50,7 +50,7 @@ def _cached_model(spec, flip_average: bool = False):
 
 def predict(series, sampling_A=None, model="msd", align: bool = True, border_A: float = 2.0,
             threshold: float | None = None, defocus_A=None, flip_average: bool = False,
-            sublattice_vote: bool | None = None):
+            sublattice_vote: bool | None = None, defocus_search_A: float = 0.0):
     """Find and classify the atomic columns of a focal series: a table of columns.
 
     Parameters
@@ -78,6 +78,9 @@ def predict(series, sampling_A=None, model="msd", align: bool = True, border_A: 
     sublattice_vote : decide Mo against S2/S per patch of the 2H lattice rather than per column
         (`hrtemnet.peaks.sublattice_vote`: fixes patches the network swapped under amorphous carbon; only for
         single-phase 2H samples). None: the model's setting.
+    defocus_search_A : for a model with the defocus input: also try `defocus_A` shifted by multiples of 20 Å up
+        to this far either way (Å) and keep the shift whose columns score highest (the absolute defocus is
+        often known poorly); `df.attrs["defocus_A"]` and `["defocus_offset_A"]` say what was used.
 
     Returns
     -------
@@ -100,7 +103,13 @@ def predict(series, sampling_A=None, model="msd", align: bool = True, border_A: 
 
     from hrtemnet import io
     from hrtemnet.errors import UserError
-    from hrtemnet.prediction import model_peak_config, predict_focal_series, series_drifts, split_stack
+    from hrtemnet.prediction import (
+        check_defocus_search,
+        model_peak_config,
+        predict_focal_series,
+        series_drifts,
+        split_stack,
+    )
 
     auto = isinstance(sampling_A, str)
     if auto and sampling_A != "auto":
@@ -122,6 +131,7 @@ def predict(series, sampling_A=None, model="msd", align: bool = True, border_A: 
     source = "lattice" if auto or not np.isfinite(stack.sampling_A) else \
         "given" if given is not None else "file"
     loaded, model_name, sha256 = _cached_model(model, flip_average)
+    stack = replace(stack, defocus_search_A=check_defocus_search(loaded, defocus_search_A, "defocus_search_A"))
     peak_config = model_peak_config(loaded, threshold, sublattice_vote)
     parts = split_stack(stack)
     drifts = np.zeros((len(parts), 2))

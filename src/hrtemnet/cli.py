@@ -338,6 +338,9 @@ def evaluate_command(
     flip_average: str = typer.Option("no", "--flip-average", help="yes: every model predicts with the mean over "
                                      "the 8 flips/90° rotations of each series (8x the network time; names get "
                                      "' +flips'); both: each model with and without, paired; no (default)."),
+    defocus_search: float = typer.Option(0.0, "--defocus-search", help="With --condition: models with the defocus "
+                                         "input also try the nominal defocus shifted by up to this many Å (as "
+                                         "`predict --defocus-search`; names get ' +searchN')."),
 ):
     """Run models over a validation set (per-image F1 table, histograms by substrate, figures, report.md), or over
     the realism suite's conditions with --condition (F1 per condition, paired tests, figure)."""
@@ -354,14 +357,16 @@ def evaluate_command(
                             "and --n the number of series")
         writable_folder(out_dir, "--out-dir", create=False)
         suite = evaluation.run_conditions(evaluation.load_conditions(conditions), model, out_dir, n=n,
-                                          workers=workers, threads=threads, flip_average=flip_average)
+                                          workers=workers, threads=threads, flip_average=flip_average,
+                                          defocus_search_A=defocus_search)
         console.print(evaluation.condition_summary_table(suite))
         console.print(f"report: {suite.files['report']}", highlight=False)
         return
     if not datasets:
         raise UserError("give validation dataset(s) (zarr stores from `hrtemnet simulate`) or --condition FILE")
-    if n is not None or workers is not None or threads is not None:
-        raise UserError("--n, --workers and --threads apply to --condition; for a dataset use --limit")
+    if n is not None or workers is not None or threads is not None or defocus_search:
+        raise UserError("--n, --workers, --threads and --defocus-search apply to --condition; for a dataset use "
+                        "--limit")
     config = evaluation.EvaluationConfig(dose_e_per_A2=dose, limit=limit, seed=seed,
                                          dose_sweep_e_per_A2=tuple(parse_float_list(dose_sweep, "--dose-sweep")),
                                          dose_sweep_images=dose_sweep_images, example_index=example)
@@ -500,6 +505,10 @@ def predict_command(
     flip_average: bool = typer.Option(False, "--flip-average", help="Predict with the mean over the 8 flips/90° "
                                       "rotations of each series (test-time augmentation: 8x the network time, "
                                       "fewer errors; docs/realism.md)."),
+    defocus_search: float = typer.Option(0.0, "--defocus-search", help="With --defocus: also try the values "
+                                         "shifted by up to this many Å either way (steps of 20 Å) and keep the "
+                                         "shift whose columns score highest, e.g. 60 when the absolute defocus "
+                                         "is known poorly (one network pass per shift; the CSV says which)."),
     sublattice_vote: bool = typer.Option(False, "--sublattice-vote", help="Decide Mo against S2/S per patch of the "
                                          "2H lattice, not per column: fixes patches swapped under amorphous carbon; "
                                          "only for single-phase 2H samples (docs/realism.md)."),
@@ -534,7 +543,7 @@ def predict_command(
                                 threshold=threshold, plot=plot, fmt=fmt, frames_per_series=frames_per_series,
                                 dose_per_series=dose_per_series, on_error=report_error, progress=True,
                                 defocus_A=defocus, flip_average=flip_average,
-                                sublattice_vote=sublattice_vote or None):
+                                sublattice_vote=sublattice_vote or None, defocus_search_A=defocus_search):
         written += 1
         where = result.source if result.series_count == 1 else f"{result.source} [series {result.series_index}]"
         prediction = result.prediction

@@ -713,7 +713,8 @@ def s_vacancy_fractions(score: ImageScore) -> tuple[float, float]:
 
 def run_conditions(conditions: Sequence[Condition], model_specs: Sequence[str], out_dir: str | Path,
                    n: int | None = None, workers: int | None = None, threads: int | None = None,
-                   progress: bool = True, flip_average: bool | str = False) -> ConditionSuiteResult:
+                   progress: bool = True, flip_average: bool | str = False,
+                   defocus_search_A: float = 0.0) -> ConditionSuiteResult:
     """Run models over the realism suite's conditions and write every output: what `hrtemnet evaluate --condition`
     does.
 
@@ -731,6 +732,9 @@ def run_conditions(conditions: Sequence[Condition], model_specs: Sequence[str], 
     flip_average : True/"yes": every model predicts with the mean over the 8 flips/rotations of each series
         (8x the network time); "both": with and without, paired (`flip_variants`). Scored apart from the same
         model without it, so one folder holds both.
+    defocus_search_A : > 0: models with the defocus input also try the nominal defocus shifted by up to this much
+        (`hrtemnet.prediction.search_defocus_offset`); named and scored apart (" +search60"). Image-only models
+        are run as they are.
 
     Returns
     -------
@@ -755,9 +759,15 @@ def run_conditions(conditions: Sequence[Condition], model_specs: Sequence[str], 
     variants = flip_variants(model_specs, flip_average)
     models = [load_model(spec, flip_average=flip) for spec, _, flip in variants]  # all checked before simulating
     # the scores' key in a resumed folder: the model file, flips, and the peak extraction that read its output
-    hashes = [f"{flip_average_name(model_sha256(spec), flip)} peaks-v{PEAK_EXTRACTION_VERSION}"
-              for spec, _, flip in variants]
-    names = [name for _, name, _ in variants]
+    from hrtemnet.models import takes_defocus
+    from hrtemnet.prediction import check_defocus_search
+
+    searches = [check_defocus_search(model, defocus_search_A, "--defocus-search") if takes_defocus(model) else 0.0
+                for model in models]
+    search_names = [f" +search{search:g}" if search > 0 else "" for search in searches]
+    hashes = [f"{flip_average_name(model_sha256(spec), flip)}{suffix} peaks-v{PEAK_EXTRACTION_VERSION}"
+              for (spec, _, flip), suffix in zip(variants, search_names, strict=True)]
+    names = [name + suffix for (_, name, _), suffix in zip(variants, search_names, strict=True)]
     out_dir = Path(out_dir)
     scores: dict[tuple[str, str], list[ImageScore]] = {}
     rows: list[dict[str, Any]] = []
@@ -781,7 +791,8 @@ def run_conditions(conditions: Sequence[Condition], model_specs: Sequence[str], 
                 for k in (k for i, k in todo if i == index):
                     frame = hrtemnet.predict(series, sampling_A=store.sampling_A, model=models[k],
                                              align=condition.align,
-                                             defocus_A=nominal_defocus_for(models[k], store, condition.seed, index))
+                                             defocus_A=nominal_defocus_for(models[k], store, condition.seed, index),
+                                             defocus_search_A=searches[k])
                     score = score_image(truth, Columns.from_table(frame), image_size_A)
                     record = {"model_sha256": hashes[k], "series": index, "dose_e_per_A2": dose,
                               "applied_shifts_A": shifts_A.tolist(), "aligned": bool(frame.attrs["aligned"]),

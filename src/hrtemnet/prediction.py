@@ -179,6 +179,9 @@ class SeriesPrediction:
     warnings: list[str] = field(default_factory=list)
     drift_A: np.ndarray = field(default_factory=lambda: np.zeros(2))  # of frame 1 against series 0's frame 1
     offset_A: np.ndarray = field(default_factory=lambda: np.zeros(2))  # (x, y) of pixel (0, 0), e.g. HyperSpy
+    # the defocus values the network was given (Å), and the offset `defocus_search_A` added to the nominal ones
+    defocus_A: tuple[float, ...] | None = None
+    defocus_offset_A: float | None = None
 
     @property
     def score(self) -> np.ndarray:
@@ -222,7 +225,8 @@ class SeriesPrediction:
             "drift_A": self.drift_A.tolist(), "offset_A": self.offset_A.tolist(),
             "field_A": list(self.field_A), "border_A": self.border_A,
             "counts": summary.counts, "s_vacancy_fraction": summary.s_vacancy_fraction,
-            "warnings": list(self.warnings),
+            "warnings": list(self.warnings), "defocus_A": None if self.defocus_A is None else list(self.defocus_A),
+            "defocus_offset_A": self.defocus_offset_A,
         })
         return frame
 
@@ -238,6 +242,56 @@ def column_score(column_probability: np.ndarray, class_probabilities: np.ndarray
     return column_probability * class_probabilities.max(axis=1)
 
 
+def check_defocus_search(model, defocus_search_A: float, name: str = "--defocus-search") -> float:
+    """The search range (Å) as a float, with a one-line error for a bad value or a model that takes no defocus."""
+    from hrtemnet.models import takes_defocus
+
+    try:
+        value = float(defocus_search_A)
+    except (TypeError, ValueError):
+        raise UserError(f"{name} must be a distance in Å (got {defocus_search_A!r})") from None
+    if not 0 <= value <= MAX_DEFOCUS_SEARCH_A:
+        raise UserError(f"{name} must lie in 0..{MAX_DEFOCUS_SEARCH_A:g} Å (got {defocus_search_A}); e.g. 60 "
+                        "when the absolute defocus is known to a few tens of Å")
+    if value > 0 and not takes_defocus(model):
+        raise UserError(f"{name} needs a model with the defocus input (e.g. --model unet-wide); this "
+                        f"{model.name} model takes the images only")
+    return value
+
+
+MAX_DEFOCUS_SEARCH_A = 300.0  # beyond this the focal series is not known well enough to give its defocus
+DEFOCUS_SEARCH_STEP_A = 20.0  # finer than the defocus error a defocus-input model was trained to tolerate
+DEFOCUS_SEARCH_EDGE_A = 2.0  # columns this near the image edge do not count towards the search's score
+
+
+def search_defocus_offset(model, images: np.ndarray, sampling_A: float, source: str, peak_config, tile_px: int,
+                          margin_px: int, defocus_A, search_A: float) -> tuple[float, Columns, np.ndarray]:
+    """The shift of the nominal defocus (a multiple of `DEFOCUS_SEARCH_STEP_A` within ±`search_A`) whose columns
+    score highest on average, with those columns and their class shares.
+
+    Users know the focal step well and the absolute defocus poorly; a defocus-input network given values far
+    off the truth draws a confident-looking lattice in the wrong place less confidently than the right one (on
+    outside-simulator series, experiments/realism/RESULTS.md). Ties go to the smaller shift. One network pass
+    (or 8 with flip averaging) per shift."""
+    steps = int(np.floor(search_A / DEFOCUS_SEARCH_STEP_A + 1e-9))
+    offsets = sorted((DEFOCUS_SEARCH_STEP_A * k for k in range(-steps, steps + 1)), key=abs)
+    height, width = np.asarray(images).shape[-2:]
+    best = None
+    for offset in offsets:
+        shifted = tuple(float(d) + offset for d in defocus_A)
+        columns, shares = _columns_and_class_shares(model, images, sampling_A, source, peak_config, tile_px,
+                                                    margin_px, shifted)
+        x, y = columns.xy_A.T if len(columns) else (np.zeros(0), np.zeros(0))
+        inside = ((x >= DEFOCUS_SEARCH_EDGE_A) & (x <= width * sampling_A - DEFOCUS_SEARCH_EDGE_A)
+                  & (y >= DEFOCUS_SEARCH_EDGE_A) & (y <= height * sampling_A - DEFOCUS_SEARCH_EDGE_A))
+        scores = column_score(columns.score, shares.reshape(-1, len(CLASS_NAMES)))[inside]
+        mean_score = float(scores.mean()) if len(scores) else 0.0
+        if best is None or mean_score > best[0]:
+            best = (mean_score, offset, columns, shares)
+    assert best is not None  # offsets always holds 0
+    return best[1], best[2], best[3]
+
+
 def predict_focal_series(model, series: FocalSeries, peak_config=None, align: bool = True,
                          border_A: float = BORDER_A, sampling_source: str | None = None,
                          check_sampling: bool = True, tile_px: int = TILE_PX,
@@ -247,7 +301,10 @@ def predict_focal_series(model, series: FocalSeries, peak_config=None, align: bo
     Parameters
     ----------
     model : a `hrtemnet.models.LoadedModel`.
-    series : the images in defocus order; `series.sampling_A` in Å/px, NaN to measure it from the lattice.
+    series : the images in defocus order; `series.sampling_A` in Å/px, NaN to measure it from the lattice;
+        for a model with the defocus input `series.defocus_A`, and with `series.defocus_search_A` > 0 the
+        nominal values are also tried shifted by multiples of `DEFOCUS_SEARCH_STEP_A` up to that far either way,
+        keeping the shift whose columns score highest (`search_defocus_offset`).
     peak_config : `hrtemnet.peaks.PeakConfig`, default the model's.
     align : register frames 2..n to frame 1 first (`hrtemnet.registration`); positions stay in frame 1.
     border_A : summaries leave out columns within this distance (Å) of the field all frames cover.
@@ -289,8 +346,17 @@ def predict_focal_series(model, series: FocalSeries, peak_config=None, align: bo
         shifts_A = registration.shifts_A
         warnings += registration.warnings
         images = apply_shifts(images, shifts_A, sampling_A)
-    columns, shares = _columns_and_class_shares(model, images, sampling_A, series.source, peak_config,
-                                                tile_px, margin_px, series.defocus_A)
+    from hrtemnet.models import takes_defocus
+
+    defocus_A, defocus_offset_A = series.defocus_A, None
+    if series.defocus_search_A > 0 and takes_defocus(model) and defocus_A is not None:
+        defocus_offset_A, columns, shares = search_defocus_offset(model, images, sampling_A, series.source,
+                                                                  peak_config, tile_px, margin_px, defocus_A,
+                                                                  series.defocus_search_A)
+        defocus_A = tuple(float(d) + defocus_offset_A for d in defocus_A)
+    else:
+        columns, shares = _columns_and_class_shares(model, images, sampling_A, series.source, peak_config,
+                                                    tile_px, margin_px, defocus_A)
     # The power spectrum's peaks of a small crystal are pulled by the CTF envelope (up to ~3 %); the lattice
     # of the Mo columns just found gives the pixel size to ~0.1 % (when they lie on one lattice).
     from hrtemnet.calibration import MOS2_LATTICE_A, lattice_constant_from_columns
@@ -337,9 +403,9 @@ def predict_focal_series(model, series: FocalSeries, peak_config=None, align: bo
                 & (y >= field_A[1] + border_A) & (y <= field_A[3] - border_A))
     result = SeriesPrediction(columns, shares.reshape(-1, len(CLASS_NAMES)), column_probability, interior,
                               sampling_A, sampling_source, measured_sampling_A, shifts_A, align, field_A,
-                              border_A, tuple(images.shape[-2:]), warnings)
-    from hrtemnet.models import takes_defocus
-
+                              border_A, tuple(images.shape[-2:]), warnings,
+                              defocus_A=defocus_A if takes_defocus(model) else None,
+                              defocus_offset_A=defocus_offset_A)
     implausible = plausibility_warnings(result)
     if implausible and takes_defocus(model):
         # unet-wide failed on outside series only with the nominal defocus ~50 Å off (experiments/realism/RESULTS.md)
@@ -445,6 +511,9 @@ def metadata_lines(prediction: SeriesPrediction, model_name: str, sha256: str, c
         f"pixel_size: {prediction.sampling_line()}",
         f"frame_shifts: {prediction.shifts_line()}",
         f"series_drift_A: {prediction.drift_A[0]:+.3f}, {prediction.drift_A[1]:+.3f}",
+        *([f"defocus_A: {', '.join(f'{d:g}' for d in prediction.defocus_A)} (network input"
+           + (f"; nominal {prediction.defocus_offset_A:+g} Å, the offset the search found)"
+              if prediction.defocus_offset_A is not None else ")")] if prediction.defocus_A is not None else []),
         f"interior: {prediction.border_A:g} Å inside x {x0:.2f}..{x1:.2f} Å, y {y0:.2f}..{y1:.2f} Å "
         f"(the field every frame covers)",
         f"summary (interior): {summary.line()}",
@@ -559,7 +628,7 @@ def predict_files(inputs: Sequence[str], model_spec: str = "msd", sampling: floa
                   frames_per_series: int = NUM_IMAGES, dose_per_series: float | None = None,
                   command: str | None = None, on_error: Callable[[str, Exception], None] | None = None,
                   progress: bool = False, defocus_A=None, flip_average: bool = False,
-                  sublattice_vote: bool | None = None) -> Iterator[FileResult]:
+                  sublattice_vote: bool | None = None, defocus_search_A: float = 0.0) -> Iterator[FileResult]:
     """The work of `hrtemnet predict`: each input (a focal series or a stack of k of them) to tables.
 
     Parameters
@@ -576,6 +645,8 @@ def predict_files(inputs: Sequence[str], model_spec: str = "msd", sampling: floa
         8x the network time); the tables' model line says so.
     sublattice_vote : decide Mo against S2/S per patch of the 2H lattice (`hrtemnet.peaks.sublattice_vote`; for
         single-phase 2H samples). None: the model's setting (off for every model shipped so far).
+    defocus_search_A : also try the nominal defocus shifted by up to this much (Å) either way and keep the most
+        confident shift (`search_defocus_offset`; models with the defocus input only).
     on_error : called with (input, error) for an input that fails (a `UserError`, or any other exception
         for a failure nobody foresaw); it is skipped and the next one runs. Without it the error is raised.
 
@@ -604,6 +675,7 @@ def predict_files(inputs: Sequence[str], model_spec: str = "msd", sampling: floa
     torch.set_flush_denormal(True)  # denormals slow the CPU convolutions
     loaded = load_model(model_spec, flip_average=flip_average)
     require_defocus(loaded, defocus, f"model {model_spec}: ")  # before any file is read
+    defocus_search_A = check_defocus_search(loaded, defocus_search_A)
     sha256 = model_sha256(model_spec)
     model_label = flip_average_name(str(model_spec), flip_average)  # as the tables name the model
     peak_config = model_peak_config(loaded, threshold, sublattice_vote)
@@ -614,7 +686,7 @@ def predict_files(inputs: Sequence[str], model_spec: str = "msd", sampling: floa
             stack = read_image_stack(spec, None if isinstance(sampling, str) else sampling, require_sampling=False)
             if auto:
                 stack = replace(stack, sampling_A=float("nan"))
-            stack = replace(stack, defocus_A=defocus)
+            stack = replace(stack, defocus_A=defocus, defocus_search_A=defocus_search_A)
             stem, copy = stack.stem, 1
             while stack.stem in stems:  # two inputs with one name: keep both
                 copy += 1
