@@ -68,6 +68,7 @@ def main() -> None:
     parser.add_argument("--field-A", type=float, default=38.4, help="side of the square field of view")
     parser.add_argument("--tilt-deg", type=float, nargs=2, default=(0.0, 0.0), metavar=("LO", "HI"))
     parser.add_argument("--energy-keV", type=float, default=50.0)
+    parser.add_argument("--defocus-search", type=float, default=0.0, help="as `predict --defocus-search`")
     parser.add_argument("--cache", default=None, help="folder keeping the simulated series (reused when present)")
     args = parser.parse_args()
 
@@ -121,7 +122,8 @@ def main() -> None:
         for spec, model in models.items():
             frame = hrtemnet.predict(images, sampling_A=args.sampling_A, model=model, align=bool(np.any(shifts_A)),
                                      defocus_A=nominal if takes_defocus(model) else None,
-                                     sublattice_vote=True if args.sublattice_vote else None)
+                                     sublattice_vote=True if args.sublattice_vote else None,
+                                     defocus_search_A=args.defocus_search if takes_defocus(model) else 0.0)
             score = score_image(sample.columns, Columns.from_table(frame),
                                 (width * args.sampling_A, height * args.sampling_A))
             row[f"f1_{spec}"] = round(score.f1, 4)

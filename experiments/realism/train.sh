@@ -64,7 +64,8 @@
 #     draws), 7,000 steps from the stage-14 weights: `STAGE=15 STEPS=7000 SEED=16 DEFOCUS_INPUT=1 STORES="train
 #     carbon_heavy carbon_heavy2 carbon_heavy3 carbon_heavy3 seed_focus astig_high astig_high_defocus" MODELS=msd
 #     INIT_FROM=$PWD/checkpoints/stage14_device_msd_final.pt OUT_DIR=$PWD/../../runs/realism/stage15_msd_carbon
-#     bash train.sh`.
+#     bash train.sh`; to end within the session it was stopped at step 1,968 and resumed with `STEPS=4500` (the
+#     cosine schedule then decays to 0 at 4,500: lr 2.5e-4 -> 1.8e-4 at the resume).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 data="${DATA_DIR:-$here/../../work_data/realism}"
