@@ -376,33 +376,38 @@ def test_sublattice_vote_option_reaches_the_class_decision(tmp_path, monkeypatch
     assert len(calls) == 2
 
 
-def test_defocus_search_keeps_the_most_confident_shift_and_prefers_the_smaller_on_a_tie(monkeypatch):
-    """`search_defocus_offset` tries multiples of 20 Å within the range and keeps the shift whose columns (away
-    from the edge) score highest; a tie goes to the smaller shift."""
+def test_defocus_search_runs_only_when_the_given_values_score_low_and_keeps_the_most_confident_shift(monkeypatch):
+    """`search_defocus_offset`: at the given values with confident columns nothing else is tried; with low scores
+    it tries multiples of 20 Å within the range and keeps the shift whose columns (away from the edge) score
+    highest, a tie going to the smaller shift."""
     from hrtemnet import prediction
     from hrtemnet.columns import Columns
 
-    tried = []
+    tried, confidence = [], {}
 
     def fake_columns(model, images, sampling_A, source, peak_config, tile_px, margin_px, defocus_A):
         offset = defocus_A[0] - (-40.0)
         tried.append(offset)
-        confidence = {40.0: 0.95, -40.0: 0.95}.get(offset, 0.6)  # two equally good shifts: +40 and -40
-        xy = np.array([[5.0, 5.0], [6.0, 7.0], [0.5, 5.0]])  # the last one is at the edge: not counted
-        score = np.array([confidence, confidence, 1.0])
-        shares = np.tile([1.0, 0.0, 0.0], (3, 1))
-        return Columns(xy, np.zeros(3, dtype=int), score), shares
+        xy = np.c_[np.linspace(3.0, 12.0, 25), np.full(25, 6.0)]
+        xy = np.vstack([xy, [[0.5, 5.0]]])  # the last one is at the edge: not counted
+        score = np.r_[np.full(25, confidence.get(offset, 0.6)), 1.0]
+        return Columns(xy, np.zeros(26, dtype=int), score), np.tile([1.0, 0.0, 0.0], (26, 1))
 
     monkeypatch.setattr(prediction, "_columns_and_class_shares", fake_columns)
-    images = np.zeros((3, 100, 100), dtype=np.float32)
-    offset, columns, _ = prediction.search_defocus_offset(None, images, 0.15, "x", None, 512, 32, (-40.0, 10.0, 60.0),
-                                                          70.0)
+    images, nominal = np.zeros((3, 100, 100), dtype=np.float32), (-40.0, 10.0, 60.0)
+
+    def search(range_A):
+        tried.clear()
+        return prediction.search_defocus_offset(None, images, 0.15, "x", None, 512, 32, nominal, range_A)
+
+    confidence.update({0.0: 0.95, 20.0: 0.99})
+    assert search(70.0)[0] == 0.0 and tried == [0.0]  # confident at the given values: no search
+    confidence.clear()
+    confidence.update({40.0: 0.95, -40.0: 0.95})  # low at the given values; two equally good shifts
+    offset, columns, _ = search(70.0)
     assert sorted(tried) == [-60.0, -40.0, -20.0, 0.0, 20.0, 40.0, 60.0]  # multiples of 20 Å within ±70 Å
-    assert offset == -40.0 and columns.score[0] == 0.95  # of +40 and -40 the first tried (nearer 0 first, then -)
-    tried.clear()
-    assert prediction.search_defocus_offset(None, images, 0.15, "x", None, 512, 32, (-40.0, 10.0, 60.0), 30.0)[0] \
-        == 0.0  # +-40 out of range: every shift scores 0.6 and 0 wins the tie
-    assert sorted(tried) == [-20.0, 0.0, 20.0]
+    assert offset == -40.0 and columns.score[0] == 0.95  # of +40 and -40 the first tried (nearer 0, then -)
+    assert search(30.0)[0] == 0.0 and sorted(tried) == [-20.0, 0.0, 20.0]  # ±40 out of range: all tie at 0.6
 
 
 def test_defocus_search_option_is_checked_and_recorded(tmp_path):

@@ -266,13 +266,16 @@ DEFOCUS_SEARCH_EDGE_A = 2.0  # columns this near the image edge do not count tow
 
 def search_defocus_offset(model, images: np.ndarray, sampling_A: float, source: str, peak_config, tile_px: int,
                           margin_px: int, defocus_A, search_A: float) -> tuple[float, Columns, np.ndarray]:
-    """The shift of the nominal defocus (a multiple of `DEFOCUS_SEARCH_STEP_A` within ±`search_A`) whose columns
-    score highest on average, with those columns and their class shares.
+    """The shift of the nominal defocus to use, with its columns and their class shares: 0 when the columns at the
+    nominal values look confident (at most `MAX_LOW_SCORE_SHARE` of them, away from the edges, score below
+    `LOW_SCORE`: what the plausibility check accepts); otherwise the multiple of `DEFOCUS_SEARCH_STEP_A` within
+    ±`search_A` whose columns score highest on average (ties to the smaller shift).
 
-    Users know the focal step well and the absolute defocus poorly; a defocus-input network given values far
-    off the truth draws a confident-looking lattice in the wrong place less confidently than the right one (on
-    outside-simulator series, experiments/realism/RESULTS.md). Ties go to the smaller shift. One network pass
-    (or 8 with flip averaging) per shift."""
+    Users know the focal step well and the absolute defocus poorly; a defocus-input network given values far off
+    the truth draws its columns with low scores. Searching only then matters: a confident wrong lattice (the
+    contrast of the hexagon centres at another defocus) can outscore the right one, and searching every series
+    turned one right series at the high-defocus edge into a wrong one (experiments/realism/RESULTS.md). One network
+    pass (8 with flip averaging) per shift tried."""
     steps = int(np.floor(search_A / DEFOCUS_SEARCH_STEP_A + 1e-9))
     offsets = sorted((DEFOCUS_SEARCH_STEP_A * k for k in range(-steps, steps + 1)), key=abs)
     height, width = np.asarray(images).shape[-2:]
@@ -285,6 +288,9 @@ def search_defocus_offset(model, images: np.ndarray, sampling_A: float, source: 
         inside = ((x >= DEFOCUS_SEARCH_EDGE_A) & (x <= width * sampling_A - DEFOCUS_SEARCH_EDGE_A)
                   & (y >= DEFOCUS_SEARCH_EDGE_A) & (y <= height * sampling_A - DEFOCUS_SEARCH_EDGE_A))
         scores = column_score(columns.score, shares.reshape(-1, len(CLASS_NAMES)))[inside]
+        if offset == 0 and len(scores) >= MIN_COLUMNS_FOR_SIGNATURE \
+                and np.mean(scores < LOW_SCORE) <= MAX_LOW_SCORE_SHARE:
+            return 0.0, columns, shares  # confident at the values given: no search
         mean_score = float(scores.mean()) if len(scores) else 0.0
         if best is None or mean_score > best[0]:
             best = (mean_score, offset, columns, shares)
