@@ -70,8 +70,8 @@ class FocalSeries:
     # Nominal defocus of each frame of a focal series (Å, positive = underfocus), for models that take it
     # (`hrtemnet train --defocus-input`); a stack's focal series all share it.
     defocus_A: tuple[float, ...] | None = None
-    # How far (Å) the absolute defocus may be off: prediction also tries the values shifted by up to this much
-    # either way and keeps the most confident (`hrtemnet.prediction.search_defocus_offset`); 0: as given.
+    # How far (Å) the absolute defocus may be off: when the columns at the values given score low, prediction
+    # also tries them shifted by up to this much either way (`hrtemnet.prediction.search_defocus_offset`).
     defocus_search_A: float = 0.0
 
     @property

@@ -308,9 +308,8 @@ def predict_focal_series(model, series: FocalSeries, peak_config=None, align: bo
     ----------
     model : a `hrtemnet.models.LoadedModel`.
     series : the images in defocus order; `series.sampling_A` in Å/px, NaN to measure it from the lattice;
-        for a model with the defocus input `series.defocus_A`, and with `series.defocus_search_A` > 0 the
-        nominal values are also tried shifted by multiples of `DEFOCUS_SEARCH_STEP_A` up to that far either way,
-        keeping the shift whose columns score highest (`search_defocus_offset`).
+        for a model with the defocus input `series.defocus_A`, and with `series.defocus_search_A` > 0 shifts of
+        them when their columns score low (`search_defocus_offset`).
     peak_config : `hrtemnet.peaks.PeakConfig`, default the model's.
     align : register frames 2..n to frame 1 first (`hrtemnet.registration`); positions stay in frame 1.
     border_A : summaries leave out columns within this distance (Å) of the field all frames cover.
