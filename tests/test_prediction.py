@@ -379,7 +379,7 @@ def test_sublattice_vote_option_reaches_the_class_decision(tmp_path, monkeypatch
 def test_defocus_search_runs_only_when_the_given_values_score_low_and_keeps_the_most_confident_shift(monkeypatch):
     """`search_defocus_offset`: at the given values with confident columns nothing else is tried; with low scores
     it tries multiples of 20 Å within the range and keeps the shift whose columns (away from the edge) score
-    highest, a tie going to the smaller shift."""
+    highest, a tie going to the smaller shift, if it gains at least 0.1 in mean score over the given values."""
     from hrtemnet import prediction
     from hrtemnet.columns import Columns
 
@@ -408,6 +408,11 @@ def test_defocus_search_runs_only_when_the_given_values_score_low_and_keeps_the_
     assert sorted(tried) == [-60.0, -40.0, -20.0, 0.0, 20.0, 40.0, 60.0]  # multiples of 20 Å within ±70 Å
     assert offset == -40.0 and columns.score[0] == 0.95  # of +40 and -40 the first tried (nearer 0, then -)
     assert search(30.0)[0] == 0.0 and sorted(tried) == [-20.0, 0.0, 20.0]  # ±40 out of range: all tie at 0.6
+    confidence.clear()
+    confidence.update({20.0: 0.69})  # searched, but a gain of 0.09 in mean score is not enough to switch
+    assert search(30.0)[0] == 0.0 and len(tried) == 3
+    confidence.update({20.0: 0.71})
+    assert search(30.0)[0] == 20.0
 
 
 def test_defocus_search_option_is_checked_and_recorded(tmp_path):
