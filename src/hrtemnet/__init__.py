@@ -80,7 +80,7 @@ def predict(series, sampling_A=None, model="msd", align: bool = True, border_A: 
         single-phase 2H samples). None: the model's setting.
     defocus_search_A : for a model with the defocus input: when the columns at `defocus_A` score low, also try
         the values shifted by multiples of 20 Å up to this far either way (Å) and keep the shift whose columns
-        score highest (the absolute defocus is often known poorly); `df.attrs["defocus_A"]` and
+        score clearly higher (the absolute defocus is often known poorly); `df.attrs["defocus_A"]` and
         `["defocus_offset_A"]` say what was used.
 
     Returns

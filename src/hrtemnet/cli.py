@@ -508,8 +508,8 @@ def predict_command(
     defocus_search: float = typer.Option(0.0, "--defocus-search", help="With --defocus: when the columns at the "
                                          "values given score low, also try them shifted by up to this many Å "
                                          "either way (steps of 20 Å) and keep the shift whose columns score "
-                                         "highest, e.g. 60 when the absolute defocus is known poorly (one network "
-                                         "pass per shift; the CSV says which)."),
+                                         "clearly higher, e.g. 60 when the absolute defocus is known poorly (one "
+                                         "network pass per shift; the CSV says which)."),
     sublattice_vote: bool = typer.Option(False, "--sublattice-vote", help="Decide Mo against S2/S per patch of the "
                                          "2H lattice, not per column: fixes patches swapped under amorphous carbon; "
                                          "only for single-phase 2H samples (docs/realism.md)."),
