@@ -4,16 +4,19 @@ Markdown for people), built from the result files that measured it:
     R=experiments/plain_abtem/results
     python experiments/realism/ship_wide.py experiments/realism/checkpoints/stage10_astig_unet_final.pt \
         --validation experiments/realism/results/seed_validation_stage10_astig_unet_final_peaks2 \
-        --suite experiments/realism/results/suite_n20_peaks2 --outside $R/seed_window_n20_realism_vote.csv \
-        $R/carbon_n20_stage10.csv $R/carbon_n20_seed778_stage10_unet.csv $R/defocus_low_edge_n20_stage10_vote.csv \
-        $R/defocus_high_edge_n20_stage10_vote.csv $R/low_dose_n20_stage10_vote.csv $R/drift_1_3A_aligned_n20_vote.csv \
-        $R/sampling_0.10_n20_vote.csv $R/sampling_0.20_n20_vote.csv $R/large_field_77A_n20_vote.csv \
-        $R/tilt_1_2deg_n20_vote.csv $R/energy_80keV_n20_vote.csv
+        --suite experiments/realism/results/suite_n20_peaks2 experiments/realism/results/suite_n20_stage14 \
+        --outside $R/seed_window_n20_realism_vote.csv $R/carbon_n20_stage10.csv $R/carbon_n20_seed778_stage10_unet.csv \
+        $R/{defocus_low_edge,defocus_high_edge,low_dose}_n20_stage10_vote.csv \
+        $R/{drift_1_3A_aligned,sampling_0.10,sampling_0.20,large_field_77A,tilt_1_2deg,energy_80keV}_n20_vote.csv \
+        $R/{seed_window,carbon,carbon_seed778,defocus_low_edge,defocus_high_edge}_n20_vote_search60.csv \
+        $R/{low_dose,drift_1_3A_aligned,sampling_0.10,sampling_0.20}_n20_vote_search60.csv \
+        $R/{large_field_77A,tilt_1_2deg,energy_80keV}_n20_vote_search60.csv
 
 `--validation`: a `seed_validation.py` folder scoring this model (its rows are matched by the file's stem);
-`--suite`: an `hrtemnet evaluate --condition` folder scoring this model and its `_sublattice` copy, with flips;
-`--outside`: `plain_abtem/check.py` CSVs (the model's column; `*_vote.csv` files were run with the vote), each a
-different set of series.
+`--suite`: `hrtemnet evaluate --condition` folders scoring this model and its `_sublattice` copy with flips (and
+that copy with `--defocus-search 60`);
+`--outside`: `plain_abtem/check.py` CSVs (the model's column; files named `*_vote*` were run with the vote,
+`*_search60*` with `--defocus-search 60`).
 The training data (stores and the configs they were simulated with) is read from the stores the card names.
 """
 
@@ -22,6 +25,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -71,21 +75,26 @@ def validation_records(folder: Path, stem: str) -> dict:
             for key, record in found.items() if record is not None}
 
 
-def suite_rows(folder: Path, stem: str) -> list[dict]:
-    wanted = {f"{stem} +flips": "flips", f"{stem}_sublattice +flips": "flips + sublattice vote"}
-    rows = []
-    with open(folder / "conditions_table.csv") as f:
-        for row in csv.DictReader(f):
-            if row["model"] in wanted:
-                rows.append({"condition": row["condition"], "label": row["label"], "options": wanted[row["model"]],
-                             "n": int(row["n"]), "mean_f1": round(float(row["mean_f1"]), 4),
-                             "sem_f1": round(float(row["sem_f1"]), 4),
-                             "mean_position_f1": round(float(row["mean_position_f1"]), 4),
-                             "s_vacancy_fraction_relative_error": round(float(row["s_vacancy_fraction_relative_error"]),
-                                                                        3)})
+def suite_rows(folders: list[Path], stem: str) -> list[dict]:
+    """The model's rows (with flips; with the vote; with the vote and the defocus search) from the suite folders,
+    the first folder holding a variant giving all of its rows."""
+    wanted = {f"{stem} +flips": "flips", f"{stem}_sublattice +flips": "flips + sublattice vote",
+              f"{stem}_sublattice +flips +search60": "flips + sublattice vote + defocus search 60 Å"}
+    rows, found = [], set()
+    for folder in folders:
+        with open(folder / "conditions_table.csv") as f:
+            table = [row for row in csv.DictReader(f) if row["model"] in wanted and row["model"] not in found]
+        found |= {row["model"] for row in table}
+        for row in table:
+            rows.append({"condition": row["condition"], "label": row["label"], "options": wanted[row["model"]],
+                         "n": int(row["n"]), "mean_f1": round(float(row["mean_f1"]), 4),
+                         "sem_f1": round(float(row["sem_f1"]), 4),
+                         "mean_position_f1": round(float(row["mean_position_f1"]), 4),
+                         "s_vacancy_fraction_relative_error": round(float(row["s_vacancy_fraction_relative_error"]), 3),
+                         "folder": relative(folder)})
     if not rows:
-        raise SystemExit(f"{folder}: no rows for {stem}")
-    return rows
+        raise SystemExit(f"{', '.join(map(str, folders))}: no rows for {stem}")
+    return sorted(rows, key=lambda row: (row["condition"], list(wanted.values()).index(row["options"])))
 
 
 def outside_rows(files: list[Path], model_file: Path) -> list[dict]:
@@ -98,9 +107,12 @@ def outside_rows(files: list[Path], model_file: Path) -> list[dict]:
             spec = Path(column.removeprefix("f1_"))
             if spec.stem.removesuffix("_sublattice") != model_file.stem:
                 continue
-            vote = spec.stem.endswith("_sublattice") or path.stem.endswith("_vote")
+            vote = spec.stem.endswith("_sublattice") or "_vote" in path.stem
+            search = re.search(r"_search(\d+)", path.stem)
+            options = "flips" + (" + sublattice vote" if vote else "") + \
+                (f" + defocus search {search.group(1)} Å" if search else "")
             f1 = np.array([float(r[column]) for r in table])
-            rows.append({"file": relative(path), "options": "flips + sublattice vote" if vote else "flips",
+            rows.append({"file": relative(path), "options": options,
                          "n": len(f1), "mean_f1": round(float(f1.mean()), 4),
                          "sem_f1": round(float(f1.std(ddof=1) / np.sqrt(len(f1))), 4)})
     return rows
@@ -112,8 +124,9 @@ def markdown(card: dict) -> str:
              "The U-net for what microscopes deliver (issue 11): amorphous carbon on the sample, focal series taken "
              "anywhere in -150..+100 Å, low dose, camera, drift left by alignment, tilt, 0.10-0.20 Å/px, 80 keV. "
              "It takes the nominal defocus of each frame as input: `hrtemnet predict --model unet-wide --defocus "
-             "D1,D2,D3` (Å, positive = underfocus). Recommended: `--flip-average`, and `--sublattice-vote` on "
-             "single-phase 2H samples (docs/realism.md says what it assumes).", "",
+             "D1,D2,D3` (Å, positive = underfocus). Recommended: `--flip-average`, `--defocus-search 60` when the "
+             "absolute defocus is known only to tens of Å, and `--sublattice-vote` on single-phase 2H samples "
+             "(docs/realism.md says what each does and assumes).", "",
              f"- Architecture: U-net {card['model_kwargs']} with {len(card['input_planes'])} input planes "
              f"({', '.join(card['input_planes'])}), {card['parameters']:,} parameters, weights stored as "
              f"{card['weights_dtype']}.",
@@ -147,7 +160,9 @@ def markdown(card: dict) -> str:
     lines += ["", "- Limits: simulated MoS2 only (monolayer 2H, on graphene or bare); the sublattice vote assumes one "
               "2H phase per patch; unaligned drift of 1-3 Å is not tolerated (let `predict` align the frames); the "
               "nominal defocus must be right to a few tens of Å: the one failed series outside our simulator (0.20 "
-              "Å/px, F1 0.03) had it 54 Å off at 48 Å astigmatism, and scores 0.988 with the true values.", ""]
+              "Å/px, F1 0.03) had it 54 Å off at 48 Å astigmatism (0.988 with the true values; `--defocus-search "
+              "60` finds them: 1.0); without alignment of drifted frames the defocus search makes things worse "
+              "(0.714 -> 0.665).", ""]
     return "\n".join(lines)
 
 
@@ -155,7 +170,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model_file", type=Path)
     parser.add_argument("--validation", type=Path, required=True)
-    parser.add_argument("--suite", type=Path, required=True)
+    parser.add_argument("--suite", type=Path, nargs="+", required=True)
     parser.add_argument("--outside", type=Path, nargs="+", required=True)
     args = parser.parse_args()
     model = load_model(args.model_file)
@@ -173,7 +188,7 @@ def main() -> None:
         "dataset": [Path(p).name for p in card["dataset"]], "val_dataset": Path(card["val_dataset"]).name,
         "validation": records["plain"], "validation_flips": records.get("flips"),
         "validation_report": relative(args.validation / "report.md"),
-        "realism_suite": suite_rows(args.suite, stem), "realism_suite_folder": relative(args.suite),
+        "realism_suite": suite_rows(args.suite, stem),
         "outside_simulator": outside_rows(args.outside, args.model_file),
     })
     start = dict(card["initialised_from"])
