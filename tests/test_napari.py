@@ -282,3 +282,24 @@ def test_widget_finds_columns_in_a_worker_and_exports(napari, simulated, tmp_pat
     widget.export_path.value = tmp_path / "flips.csv"
     widget.export_columns()
     assert "# model: msd +flips sha256" in (tmp_path / "flips.csv").read_text(), widget.status.value
+
+    # an error inside the worker is one line in the dock, not a crash: unet-wide without a defocus
+    widget.model.value = "unet-wide"
+    widget.find_columns()
+    deadline = time.monotonic() + 120
+    while widget.worker is not None and time.monotonic() < deadline:
+        application.processEvents()
+        time.sleep(0.02)
+    assert "takes the nominal defocus" in widget.status.value, widget.status.value
+    # the defocus search and the sublattice vote reach hrtemnet.predict: a search with an image-only model is refused
+    # in one line from the worker
+    widget.model.value = "msd"
+    widget.flip_average.value = False
+    widget.sublattice_vote.value = True
+    widget.defocus_search_A.value = 60.0
+    widget.find_columns()
+    deadline = time.monotonic() + 120
+    while widget.worker is not None and time.monotonic() < deadline:
+        application.processEvents()
+        time.sleep(0.02)
+    assert "needs a model with the defocus input" in widget.status.value, widget.status.value

@@ -83,9 +83,11 @@ def series_sampling_A(layer, sampling_A: float | str | None = None) -> tuple[flo
 
 def predict_table(images: np.ndarray, sampling_A: float | str, model: str = "msd", align: bool = True,
                   border_A: float = 2.0, sampling_source: str | None = None, defocus_A=None,
-                  flip_average: bool = False) -> pd.DataFrame:
+                  flip_average: bool = False, sublattice_vote: bool = False,
+                  defocus_search_A: float = 0.0) -> pd.DataFrame:
     """Columns of one focal series `(3, H, W)` from `hrtemnet.predict` (the widget runs this in a thread);
-    `defocus_A` and `flip_average` as `hrtemnet.predict` takes them.
+    `defocus_A`, `flip_average`, `sublattice_vote` (False: the model's setting) and `defocus_search_A` as
+    `hrtemnet.predict` takes them.
 
     `sampling_source` corrects the table's record of where a numeric pixel size came from ("file" when
     it is the file's calibration, which the API, handed an array, cannot know).
@@ -97,7 +99,8 @@ def predict_table(images: np.ndarray, sampling_A: float | str, model: str = "msd
         raise UserError(f"the image layer holds {images.shape}; the plugin works on one focal series "
                         f"({NUM_IMAGES}, H, W) (time series: `hrtemnet predict --frames-per-series 3`)")
     table = hrtemnet.predict(images, sampling_A=sampling_A, model=model, align=align, border_A=border_A,
-                             defocus_A=defocus_A, flip_average=flip_average)
+                             defocus_A=defocus_A, flip_average=flip_average,
+                             sublattice_vote=sublattice_vote or None, defocus_search_A=defocus_search_A)
     if sampling_source == "file" and table.attrs.get("sampling_source") == "given":
         table.attrs["sampling_source"] = "file"
     return table

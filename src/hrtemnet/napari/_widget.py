@@ -51,6 +51,13 @@ class ColumnsWidget(Container):
                                         "unet-wide and models trained with --defocus-input need it; msd and unet "
                                         "do not use it")
         self.flip_average = CheckBox(text="average over the 8 flips/rotations (slower, fewer errors)", value=False)
+        self.defocus_search_A = FloatSpinBox(
+            label="defocus search (Å)", value=0.0, min=0.0, max=300.0, step=20.0,
+            tooltip="with a defocus: when the columns score low, also try the values shifted by up to this much "
+                    "(steps of 20 Å) and keep a clearly more confident shift; e.g. 60 when the absolute defocus "
+                    "is known poorly")
+        self.sublattice_vote = CheckBox(text="sublattice vote (single-phase 2H samples: Mo vs S2 per patch)",
+                                        value=False)
         self.find = PushButton(text="Find columns")
         self.busy = ProgressBar(min=0, max=0, visible=False)  # min = max: an indeterminate (busy) bar
         self.summary = Label(value="no columns yet")
@@ -61,7 +68,8 @@ class ColumnsWidget(Container):
         self.status = Label(value="")
         super().__init__(widgets=[
             self.image, self.model, self.model_file, self.pixel_size, self.sampling_A, self.align,
-            self.border_A, self.defocus, self.flip_average, self.find, self.busy, self.summary, self.new_class,
+            self.border_A, self.defocus, self.defocus_search_A, self.flip_average, self.sublattice_vote, self.find,
+            self.busy, self.summary, self.new_class,
             self.set_class, self.export_path, self.export, self.status,
         ])
         self.model.changed.connect(lambda value: setattr(self.model_file, "enabled", value == MODEL_FILE_CHOICE))
@@ -125,8 +133,12 @@ class ColumnsWidget(Container):
             self._report(error)
             return
         images = np.asarray(image.data)
-        worker = thread_worker(_columns.predict_table, progress={"total": 0, "desc": "Finding columns"})(
-            images, sampling, model, align, border_A, source, defocus_A, bool(self.flip_average.value))
+        # ignore_errors: otherwise superqt also re-raises the worker's error in the main thread, which aborts Qt;
+        # `_report` shows it instead (e.g. unet-wide chosen without a defocus)
+        worker = thread_worker(_columns.predict_table, progress={"total": 0, "desc": "Finding columns"},
+                               ignore_errors=True)(
+            images, sampling, model, align, border_A, source, defocus_A, bool(self.flip_average.value),
+            bool(self.sublattice_vote.value), float(self.defocus_search_A.value))
         worker.returned.connect(lambda table: self._show_prediction(image, table))
         worker.errored.connect(self._report)
         worker.finished.connect(self._prediction_finished)
