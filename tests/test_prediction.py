@@ -370,10 +370,12 @@ def test_sublattice_vote_option_reaches_the_class_decision(tmp_path, monkeypatch
                                      "--no-align", "--out-dir", str(tmp_path / f"out{len(option)}"), *option])
         assert result.exit_code == 0, result.output
         assert len(calls) == len(option)
-    hrtemnet.predict(images, sampling_A=0.15, model=str(path), align=False)
-    assert len(calls) == 1
-    hrtemnet.predict(images, sampling_A=0.15, model=str(path), align=False, sublattice_vote=True)
-    assert len(calls) == 2
+        header = (tmp_path / f"out{len(option)}" / "s.csv").read_text()
+        assert ("# class_decision: sublattice vote" in header) == bool(option)  # the table says how it was decided
+    frame = hrtemnet.predict(images, sampling_A=0.15, model=str(path), align=False)
+    assert len(calls) == 1 and frame.attrs["sublattice_vote"] is False
+    frame = hrtemnet.predict(images, sampling_A=0.15, model=str(path), align=False, sublattice_vote=True)
+    assert len(calls) == 2 and frame.attrs["sublattice_vote"] is True
 
 
 def test_defocus_search_runs_only_when_the_given_values_score_low_and_keeps_the_most_confident_shift(monkeypatch):

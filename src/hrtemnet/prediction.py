@@ -182,6 +182,7 @@ class SeriesPrediction:
     # the defocus values the network was given (Å), and the offset `defocus_search_A` added to the nominal ones
     defocus_A: tuple[float, ...] | None = None
     defocus_offset_A: float | None = None
+    sublattice_vote: bool = False  # the class decision voted Mo against S2/S per patch (`peaks.sublattice_vote`)
 
     @property
     def score(self) -> np.ndarray:
@@ -226,7 +227,7 @@ class SeriesPrediction:
             "field_A": list(self.field_A), "border_A": self.border_A,
             "counts": summary.counts, "s_vacancy_fraction": summary.s_vacancy_fraction,
             "warnings": list(self.warnings), "defocus_A": None if self.defocus_A is None else list(self.defocus_A),
-            "defocus_offset_A": self.defocus_offset_A,
+            "defocus_offset_A": self.defocus_offset_A, "sublattice_vote": self.sublattice_vote,
         })
         return frame
 
@@ -416,7 +417,8 @@ def predict_focal_series(model, series: FocalSeries, peak_config=None, align: bo
                               sampling_A, sampling_source, measured_sampling_A, shifts_A, align, field_A,
                               border_A, tuple(images.shape[-2:]), warnings,
                               defocus_A=defocus_A if takes_defocus(model) else None,
-                              defocus_offset_A=defocus_offset_A)
+                              defocus_offset_A=defocus_offset_A,
+                              sublattice_vote=(peak_config or model_peak_config(model)).sublattice_vote)
     implausible = plausibility_warnings(result)
     if implausible and takes_defocus(model):
         # unet-wide failed on outside series only with the nominal defocus ~50 Å off (experiments/realism/RESULTS.md)
@@ -528,6 +530,8 @@ def metadata_lines(prediction: SeriesPrediction, model_name: str, sha256: str, c
         f"interior: {prediction.border_A:g} Å inside x {x0:.2f}..{x1:.2f} Å, y {y0:.2f}..{y1:.2f} Å "
         f"(the field every frame covers)",
         f"summary (interior): {summary.line()}",
+        "class_decision: " + ("sublattice vote (Mo against S2/S per patch of the 2H lattice)"
+                              if prediction.sublattice_vote else "per column"),
         "score: p(column) x share of the winning class; p_Mo, p_S2, p_S: class shares; p_column: 1 - p(background)",
     ]
     lines += [f"warning: {w}" for w in prediction.warnings]
