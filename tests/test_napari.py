@@ -230,6 +230,14 @@ def _is_correct(match, predicted: Columns, index: int) -> bool:
     return len(hits) == 1 and bool(match.correct_pred()[hits[0]])
 
 
+def wait_for_worker(widget, application, timeout_s: float = 120.0) -> None:
+    """Let Qt run until the widget's worker has finished (or the time is up)."""
+    deadline = time.monotonic() + timeout_s
+    while widget.worker is not None and time.monotonic() < deadline:
+        application.processEvents()
+        time.sleep(0.02)
+
+
 def test_widget_finds_columns_in_a_worker_and_exports(napari, simulated, tmp_path):
     from napari.utils.key_bindings import KeymapHandler
     from qtpy.QtWidgets import QApplication
@@ -243,10 +251,7 @@ def test_widget_finds_columns_in_a_worker_and_exports(napari, simulated, tmp_pat
     assert widget.image.value == image.name
     widget.find_columns()
     assert widget.worker is not None  # running in a thread
-    deadline = time.monotonic() + 120
-    while widget.worker is not None and time.monotonic() < deadline:
-        application.processEvents()
-        time.sleep(0.02)
+    wait_for_worker(widget, application)
     assert "columns" in viewer.layers, widget.status.value
     assert "S-vacancy fraction" in widget.summary.value
 
@@ -275,10 +280,7 @@ def test_widget_finds_columns_in_a_worker_and_exports(napari, simulated, tmp_pat
     widget.defocus.value = ""
     widget.flip_average.value = True  # reaches the network: the exported table says which model ran
     widget.find_columns()
-    deadline = time.monotonic() + 120
-    while widget.worker is not None and time.monotonic() < deadline:
-        application.processEvents()
-        time.sleep(0.02)
+    wait_for_worker(widget, application)
     widget.export_path.value = tmp_path / "flips.csv"
     widget.export_columns()
     assert "# model: msd +flips sha256" in (tmp_path / "flips.csv").read_text(), widget.status.value
@@ -286,10 +288,7 @@ def test_widget_finds_columns_in_a_worker_and_exports(napari, simulated, tmp_pat
     # an error inside the worker is one line in the dock, not a crash: unet-wide without a defocus
     widget.model.value = "unet-wide"
     widget.find_columns()
-    deadline = time.monotonic() + 120
-    while widget.worker is not None and time.monotonic() < deadline:
-        application.processEvents()
-        time.sleep(0.02)
+    wait_for_worker(widget, application)
     assert "takes the nominal defocus" in widget.status.value, widget.status.value
     # the defocus search and the sublattice vote reach hrtemnet.predict: a search with an image-only model is refused
     # in one line from the worker
@@ -298,8 +297,5 @@ def test_widget_finds_columns_in_a_worker_and_exports(napari, simulated, tmp_pat
     widget.sublattice_vote.value = True
     widget.defocus_search_A.value = 60.0
     widget.find_columns()
-    deadline = time.monotonic() + 120
-    while widget.worker is not None and time.monotonic() < deadline:
-        application.processEvents()
-        time.sleep(0.02)
+    wait_for_worker(widget, application)
     assert "needs a model with the defocus input" in widget.status.value, widget.status.value
