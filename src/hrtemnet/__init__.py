@@ -66,7 +66,8 @@ def predict(series, sampling_A=None, model="msd", align: bool = True, border_A: 
     sampling_A : pixel size in Å/px. None: the file's or signal's calibration, or for a bare array the
         pixel size measured from the MoS2 lattice (`"auto"` always measures it). Every pixel size is
         checked against the lattice; a difference over 3 % is a warning in `df.attrs["warnings"]`.
-    model : `"msd"`, `"unet"`, a model file / training folder, or a model from `hrtemnet.load_model`.
+    model : `"msd"`, `"unet"`, `"unet-wide"` (needs `defocus_A`), a model file / training folder, or a model from
+        `hrtemnet.load_model`.
     align : register frames 2..n to frame 1 first (sub-pixel; `hrtemnet.registration`).
     border_A : the summary in `df.attrs` counts only columns at least this far (Å) inside the field that
         every frame covers (column `interior`).

@@ -743,9 +743,9 @@ def run_conditions(conditions: Sequence[Condition], model_specs: Sequence[str], 
     import torch
 
     import hrtemnet
-    from hrtemnet.models import flip_average_name, load_model
+    from hrtemnet.models import flip_average_name, load_model, takes_defocus
     from hrtemnet.peaks import PEAK_EXTRACTION_VERSION
-    from hrtemnet.prediction import model_sha256
+    from hrtemnet.prediction import check_defocus_search, model_sha256
     from hrtemnet.progress import progress_bar
 
     if not conditions or not model_specs:
@@ -758,13 +758,11 @@ def run_conditions(conditions: Sequence[Condition], model_specs: Sequence[str], 
         torch.set_num_threads(threads)
     variants = flip_variants(model_specs, flip_average)
     models = [load_model(spec, flip_average=flip) for spec, _, flip in variants]  # all checked before simulating
-    # the scores' key in a resumed folder: the model file, flips, and the peak extraction that read its output
-    from hrtemnet.models import takes_defocus
-    from hrtemnet.prediction import check_defocus_search
-
     searches = [check_defocus_search(model, defocus_search_A, "--defocus-search") if takes_defocus(model) else 0.0
                 for model in models]
     search_names = [f" +search{search:g}" if search > 0 else "" for search in searches]
+    # the scores' key in a resumed folder: the model file, flips, the search, and the peak extraction that read
+    # the network's output
     hashes = [f"{flip_average_name(model_sha256(spec), flip)}{suffix} peaks-v{PEAK_EXTRACTION_VERSION}"
               for (spec, _, flip), suffix in zip(variants, search_names, strict=True)]
     names = [name + suffix for (_, name, _), suffix in zip(variants, search_names, strict=True)]

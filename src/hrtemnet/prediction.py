@@ -332,6 +332,7 @@ def predict_focal_series(model, series: FocalSeries, peak_config=None, align: bo
     from hrtemnet.calibration import measure_sampling
     from hrtemnet.registration import apply_shifts, common_field_A, register_frames
 
+    peak_config = peak_config or model_peak_config(model)
     images = np.asarray(series.images, dtype=np.float32)
     if images.ndim != 3 or len(images) != NUM_IMAGES:
         raise UserError(f"{series.source}: a focal series is {NUM_IMAGES} images (3, H, W); got shape "
@@ -418,12 +419,12 @@ def predict_focal_series(model, series: FocalSeries, peak_config=None, align: bo
                               border_A, tuple(images.shape[-2:]), warnings,
                               defocus_A=defocus_A if takes_defocus(model) else None,
                               defocus_offset_A=defocus_offset_A,
-                              sublattice_vote=(peak_config or model_peak_config(model)).sublattice_vote)
+                              sublattice_vote=peak_config.sublattice_vote)
     implausible = plausibility_warnings(result)
     if implausible and takes_defocus(model):
         # unet-wide failed on outside series only with the nominal defocus ~50 Å off (experiments/realism/RESULTS.md)
         implausible[0] += (" For this model with the defocus input, also the defocus values: it fails when they "
-                           "are ~50 Å or more off the truth (try them shifted by ±50 Å)")
+                           "are ~50 Å or more off the truth (try them shifted by ±50 Å, or --defocus-search 60)")
     result.warnings += implausible
     if series.defocus_A is not None and not takes_defocus(model):
         result.warnings.append(f"this {model.name} model does not take defocus values; the ones given were not "
@@ -660,8 +661,8 @@ def predict_files(inputs: Sequence[str], model_spec: str = "msd", sampling: floa
         8x the network time); the tables' model line says so.
     sublattice_vote : decide Mo against S2/S per patch of the 2H lattice (`hrtemnet.peaks.sublattice_vote`; for
         single-phase 2H samples). None: the model's setting (off for every model shipped so far).
-    defocus_search_A : also try the nominal defocus shifted by up to this much (Å) either way and keep the most
-        confident shift (`search_defocus_offset`; models with the defocus input only).
+    defocus_search_A : when the columns at the nominal defocus score low, also try it shifted by up to this much
+        (Å) either way (`search_defocus_offset`; models with the defocus input only).
     on_error : called with (input, error) for an input that fails (a `UserError`, or any other exception
         for a failure nobody foresaw); it is skipped and the next one runs. Without it the error is raised.
 

@@ -287,7 +287,6 @@ def split_validation(source, val_source, val_images: int):
     return indices[:-held_out], source, indices[-held_out:][:val_images]
 
 
-@torch.no_grad()
 def training_device(requested: str) -> torch.device:
     """The torch device of `TrainConfig.device`, with a clear error where it is not there."""
     if requested == "auto":
@@ -307,6 +306,7 @@ def _single_threaded_worker(_: int) -> None:
     torch.set_num_threads(1)  # crop-drawing processes: one core each
 
 
+@torch.no_grad()
 def validate(net: torch.nn.Module, dataset: FocalSeriesDataset, class_weights: torch.Tensor) -> dict:
     """Loss and mean species-aware F1 on whole validation images, at the peak threshold that is best on them."""
     from hrtemnet.evaluation import choose_peak_config
@@ -319,9 +319,8 @@ def validate(net: torch.nn.Module, dataset: FocalSeriesDataset, class_weights: t
     sampling, losses, validation = dataset.source.sampling_A, [], []
     for n in range(len(dataset)):
         series, labels = dataset[n]
-        with torch.no_grad():
-            logits = net(series[None].to(device))
-            losses.append(float(F.cross_entropy(logits, labels[None].to(device), weight=class_weights)))
+        logits = net(series[None].to(device))
+        losses.append(float(F.cross_entropy(logits, labels[None].to(device), weight=class_weights)))
         logits = logits.cpu()
         truth = dataset.source.read_columns(int(dataset.indices[n]))
         size_A = (labels.shape[1] * sampling, labels.shape[0] * sampling)

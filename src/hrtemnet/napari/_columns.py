@@ -115,7 +115,7 @@ def add_columns(viewer: napari.components.ViewerModel, layer, model: str = "msd"
     ----------
     viewer : a napari `Viewer` (or `ViewerModel`).
     layer : the image layer `(3, H, W)` holding the series, or its name.
-    model : "msd", "unet" (shipped) or a model file from `hrtemnet train`.
+    model : "msd", "unet", "unet-wide" (shipped) or a model file from `hrtemnet train`.
     sampling_A : pixel size in Å/px, "auto" (measured from the MoS2 lattice), or None: the file's
         calibration, else measured.
     align : register frames 2 and 3 to frame 1 first (positions stay in the frame of frame 1).
